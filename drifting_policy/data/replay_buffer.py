@@ -1,0 +1,100 @@
+"""Episodes stored back to back, in Diffusion Policy's zarr layout.
+
+    <store>/data/<key>          (T_total, ...)  every episode's steps concatenated in time
+    <store>/meta/episode_ends   (n_episodes,)   cumulative end index of each episode
+
+We write zarr format 3; the public Diffusion Policy stores (zarr format 2, e.g. ``pusht_cchi_v7_replay.zarr``)
+load the same way. Data is held in memory as numpy arrays (the benchmark's datasets fit comfortably).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+
+class ReplayBuffer:
+    def __init__(self, data: dict[str, np.ndarray] | None = None, episode_ends: np.ndarray | None = None):
+        self.data = dict(data or {})
+        self.episode_ends = np.asarray(episode_ends if episode_ends is not None else [], dtype=np.int64)
+        lengths = {k: len(v) for k, v in self.data.items()}
+        if self.data and len(set(lengths.values())) != 1:
+            raise ValueError(f"every data key must have the same number of steps; got {lengths}")
+        if self.data and self.n_steps != next(iter(lengths.values())):
+            raise ValueError(f"episode_ends ends at {self.n_steps} but data holds {next(iter(lengths.values()))} steps")
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.episode_ends)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.episode_ends[-1]) if self.n_episodes else 0
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.diff(self.episode_ends, prepend=0)
+
+    def episode_slice(self, i: int) -> slice:
+        start = int(self.episode_ends[i - 1]) if i > 0 else 0
+        return slice(start, int(self.episode_ends[i]))
+
+    def get_episode(self, i: int) -> dict[str, np.ndarray]:
+        s = self.episode_slice(i)
+        return {k: v[s] for k, v in self.data.items()}
+
+    def add_episode(self, episode: dict[str, np.ndarray]) -> None:
+        """Append one episode: a dict of arrays that share their first (time) dimension."""
+        episode = {k: np.asarray(v) for k, v in episode.items()}
+        lengths = {k: len(v) for k, v in episode.items()}
+        if len(set(lengths.values())) != 1 or 0 in lengths.values():
+            raise ValueError(f"an episode needs non-empty arrays of one length; got {lengths}")
+        if self.data and set(episode) != set(self.data):
+            raise ValueError(f"episode keys {sorted(episode)} differ from the buffer's {sorted(self.data)}")
+        for k, v in episode.items():
+            self.data[k] = np.concatenate([self.data[k], v]) if k in self.data else v.copy()
+        self.episode_ends = np.append(self.episode_ends, self.n_steps + next(iter(lengths.values())))
+
+    def save(self, path: str | Path, zarr_format: int = 3, chunk_steps: int = 1024) -> None:
+        """Write the store atomically: into a temporary folder beside ``path``, then rename over it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent))
+        try:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=zarr_format)
+            data = root.create_group("data")
+            for k, v in self.data.items():
+                data.create_array(k, data=v, chunks=(min(chunk_steps, max(len(v), 1)), *v.shape[1:]))
+            root.create_group("meta").create_array("episode_ends", data=self.episode_ends)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path, keys: list[str] | None = None) -> ReplayBuffer:
+        """Read a store (zarr format 2 or 3). ``keys`` limits which ``data/<key>`` arrays are loaded."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"dataset {path} does not exist (generate it with scripts/generate_demos.py)")
+        try:
+            root = zarr.open_group(str(path), mode="r")
+        except Exception as e:  # zarr raises several types for "not a group"
+            raise ValueError(f"{path} is not a zarr store: {e}") from e
+        for required in ("data", "meta/episode_ends"):
+            if required not in root:
+                raise ValueError(f"{path} is not a replay buffer: missing '{required}' (expected data/<key> + meta/episode_ends)")
+        available = sorted(root["data"].array_keys())
+        keys = available if keys is None else list(keys)
+        missing = [k for k in keys if k not in available]
+        if missing:
+            raise KeyError(f"{path}: data key(s) {missing} not found; the store has {available}")
+        data = {k: root["data"][k][:] for k in keys}
+        return cls(data, root["meta/episode_ends"][:])
