@@ -1,0 +1,215 @@
+"""Scripted BlockPush oracle and the demo generator behind `scripts/generate_demos.py task=block_push`.
+
+The oracle draws, per episode, which block to push first and which target each block goes to (both uniformly),
+so the demonstrations carry the task's two kinds of multimodality. It is closed-loop on the 16-D observation:
+- the block's route to its target is a shortest path around the other block (visibility graph over circles);
+- the effector reaches the pre-push point behind the block (on the line through the block's centre along its
+  route) by its own shortest path around both blocks, so it never knocks a block on the way;
+- pushing commands the contact point behind the block plus a step forward; recomputing that point from the
+  observed block each step corrects lateral drift and rotation; if the effector slips off the line it re-approaches.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+from tqdm import tqdm
+
+from drifting_policy.data.replay_buffer import ReplayBuffer
+from envs.block_push import (
+    BLOCK_HALF,
+    EFFECTOR_RADIUS,
+    WORKSPACE_HIGH,
+    WORKSPACE_LOW,
+    BlockPushEnv,
+    mode_statistics,
+)
+
+EFFECTOR_CLEARANCE = BLOCK_HALF * math.sqrt(2) + EFFECTOR_RADIUS + 0.015   # effector centre vs block centre
+BLOCK_CLEARANCE = 2 * BLOCK_HALF * math.sqrt(2) + 0.025                     # pushed block vs the other block
+STANDOFF = 0.03          # pre-push point: this far behind the contact point
+ADVANCE = 0.025          # how far past the contact point a push step commands the effector
+FREE_SPEED, PUSH_SPEED = 0.03, 0.02   # m per 0.1 s control step
+PLACED = 0.012           # a block this close to its target centre is done (the env counts 0.05)
+
+
+def _segment_clear(a: np.ndarray, b: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> bool:
+    """Whether segment a-b stays outside every circle."""
+    if len(centres) == 0:
+        return True
+    ab = b - a
+    t = np.clip(((centres - a) @ ab) / max(ab @ ab, 1e-12), 0.0, 1.0)
+    closest = a + t[:, None] * ab
+    return bool(np.all(np.linalg.norm(centres - closest, axis=1) >= radii))
+
+
+def shortest_path(start, goal, centres, radii, n_ring: int = 16) -> list[np.ndarray]:
+    """Waypoints (goal last, start excluded) of a short collision-free 2-D path around circular obstacles.
+
+    Circles that contain the start shrink to just inside it, so the path can only leave them; circles that
+    contain the goal are ignored (the goal is where we must go). Falls back to the straight line."""
+    start, goal = np.asarray(start, float), np.asarray(goal, float)
+    centres = np.asarray(centres, float).reshape(-1, 2)
+    radii = np.asarray(radii, float).reshape(-1).copy()
+    keep = np.linalg.norm(centres - goal, axis=1) >= radii
+    centres, radii = centres[keep], radii[keep]
+    radii = np.minimum(radii, np.linalg.norm(centres - start, axis=1) - 1e-4)
+    if _segment_clear(start, goal, centres, radii):
+        return [goal]
+    nodes = [start, goal]
+    angles = np.linspace(0, 2 * np.pi, n_ring, endpoint=False)
+    ring = np.stack([np.cos(angles), np.sin(angles)], 1)
+    for c, r in zip(centres, radii):
+        # Polygon vertices at r / cos(pi/n) keep the polygon's edges outside the circle.
+        for p in c + ring * (r / math.cos(math.pi / n_ring) + 1e-3):
+            inside_ws = np.all(p >= WORKSPACE_LOW) and np.all(p <= WORKSPACE_HIGH)
+            if inside_ws and np.all(np.linalg.norm(centres - p, axis=1) >= radii):
+                nodes.append(p)
+    nodes = np.stack(nodes)
+    dist = np.full(len(nodes), np.inf)
+    prev = np.full(len(nodes), -1)
+    dist[0] = 0.0
+    heap = [(0.0, 0)]
+    while heap:
+        d, i = heapq.heappop(heap)
+        if i == 1:
+            break
+        if d > dist[i]:
+            continue
+        for j in range(1, len(nodes)):
+            step = float(np.linalg.norm(nodes[j] - nodes[i]))
+            if d + step < dist[j] and _segment_clear(nodes[i], nodes[j], centres, radii):
+                dist[j], prev[j] = d + step, i
+                heapq.heappush(heap, (d + step, j))
+    if prev[1] < 0:
+        return [goal]
+    path, i = [], 1
+    while i != 0:
+        path.append(nodes[i])
+        i = prev[i]
+    return path[::-1]
+
+
+def _face_distance(yaw: float, u: np.ndarray) -> float:
+    """Distance from a block's centre to its boundary along direction u (a square of half side BLOCK_HALF)."""
+    a = math.atan2(u[1], u[0]) - yaw
+    return BLOCK_HALF / max(abs(math.cos(a)), abs(math.sin(a)))
+
+
+def _toward(frm: np.ndarray, to: np.ndarray, max_step: float) -> np.ndarray:
+    d = to - frm
+    n = float(np.linalg.norm(d))
+    return to if n <= max_step else frm + d * (max_step / n)
+
+
+class BlockPushOracle:
+    """Closed-loop scripted pusher. ``reset(rng)`` draws the mode; ``act(obs)`` returns the absolute effector
+    target xy for a 16-D observation."""
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.order = [0, 1] if rng.random() < 0.5 else [1, 0]
+        self.assignment = [0, 1] if rng.random() < 0.5 else [1, 0]   # block i -> target assignment[i]
+        self.stage = 0          # index into order; 2 when both blocks are done
+        self.pushing = False
+        self.retreat_to: np.ndarray | None = None
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, float)
+        blocks = [obs[0:2], obs[3:5]]
+        yaws = [obs[2], obs[5]]
+        targets = [obs[10:12], obs[13:15]]
+        eff, command = obs[6:8], obs[8:10]
+        if self.retreat_to is not None:
+            if np.linalg.norm(eff - self.retreat_to) > 0.01:
+                return _toward(command, self.retreat_to, FREE_SPEED)
+            self.retreat_to = None
+        while self.stage < 2:
+            k = self.order[self.stage]
+            if np.linalg.norm(blocks[k] - targets[self.assignment[k]]) > PLACED:
+                break
+            # Done with this block: back straight off it so the next approach starts clear of it.
+            self.stage += 1
+            self.pushing = False
+            away = eff - blocks[k]
+            self.retreat_to = eff + 0.04 * away / max(np.linalg.norm(away), 1e-9)
+            return _toward(command, self.retreat_to, FREE_SPEED)
+        if self.stage == 2:
+            return command
+        k = self.order[self.stage]
+        block, other, goal = blocks[k], blocks[1 - k], targets[self.assignment[k]]
+        carrot = shortest_path(block, goal, [other], [BLOCK_CLEARANCE])[0]
+        u = carrot - block
+        dist_to_carrot = float(np.linalg.norm(u))
+        u = u / max(dist_to_carrot, 1e-9)
+        contact = _face_distance(yaws[k], u) + EFFECTOR_RADIUS
+        rel = block - eff
+        along, lateral = float(rel @ u), abs(float(rel[0] * u[1] - rel[1] * u[0]))
+        if self.pushing:
+            self.pushing = lateral < 0.02 and contact - 0.01 < along < contact + STANDOFF + 0.015
+        else:
+            self.pushing = lateral < 0.008 and contact - 0.005 < along < contact + STANDOFF + 0.01
+        if self.pushing:
+            # Do not overshoot: near the goal advance only as far as the block still has to go.
+            advance = min(ADVANCE, dist_to_carrot + 0.005)
+            return _toward(command, block - u * (contact - advance), PUSH_SPEED)
+        prepush = block - u * (contact + STANDOFF)
+        waypoint = shortest_path(eff, prepush, blocks, [EFFECTOR_CLEARANCE] * 2)[0]
+        return _toward(command, waypoint, FREE_SPEED)
+
+
+def run_episode(env: BlockPushEnv, oracle: BlockPushOracle, seed: int) -> dict:
+    """One oracle episode; returns its observations, actions (in the env's action mode) and outcome."""
+    obs, info = env.reset(seed=seed)
+    oracle.reset(np.random.default_rng(seed))
+    observations, actions, max_completed = [], [], info["n_completed"]
+    done = False
+    while not done:
+        o = obs["obs"]
+        target = np.clip(oracle.act(o), WORKSPACE_LOW, WORKSPACE_HIGH)
+        action = target if env.abs_action else target - o[8:10]
+        observations.append(o)
+        actions.append(action.astype(np.float32))
+        obs, _, terminated, truncated, info = env.step(action)
+        max_completed = max(max_completed, info["n_completed"])
+        done = terminated or truncated
+    # The stored pairs stop before the final observation; mode statistics need it (the last block enters there).
+    return {"obs": np.stack(observations), "action": np.stack(actions), "max_completed": max_completed,
+            "all_obs": np.stack([*observations, obs["obs"]]),
+            "success": bool(info["is_success"]), "order": list(oracle.order), "assignment": list(oracle.assignment)}
+
+
+def generate(out_path, n: int, seed: int = 0, abs_action: bool = True, max_attempts: int | None = None,
+             **env_kwargs) -> dict:
+    """Write ``n`` successful oracle episodes (fresh seeds from ``seed``) as a Diffusion Policy zarr store with
+    keys ``obs`` (T, 16) and ``action`` (T, 2). Returns success rate, p1/p2, mean length and the mode split."""
+    if n < 1:
+        raise ValueError(f"block_push generate: n must be >= 1, got {n}")
+    max_attempts = max_attempts or 2 * n + 20
+    env = BlockPushEnv(abs_action=abs_action, **env_kwargs)
+    oracle = BlockPushOracle()
+    buffer = ReplayBuffer()
+    attempts, p1, kept = 0, 0, []
+    with tqdm(total=n, desc="block_push demos") as bar:
+        while buffer.n_episodes < n:
+            if attempts >= max_attempts:
+                raise RuntimeError(f"block_push generate: only {buffer.n_episodes}/{n} successes in {attempts} "
+                                   f"episodes (oracle success rate too low)")
+            ep = run_episode(env, oracle, seed + attempts)
+            attempts += 1
+            p1 += ep["max_completed"] >= 1
+            if ep["success"]:
+                buffer.add_episode({"obs": ep["obs"], "action": ep["action"]})
+                kept.append(ep)
+                bar.update(1)
+    env.close()
+    buffer.save(out_path)
+    stats = {
+        "n_episodes": n, "n_attempts": attempts, "success_rate": n / attempts, "p1": p1 / attempts,
+        "p2": n / attempts, "mean_length": float(buffer.episode_lengths.mean()),
+        "planned_first_block0": float(np.mean([ep["order"][0] == 0 for ep in kept])),
+        "planned_b0t0_b1t1": float(np.mean([ep["assignment"] == [0, 1] for ep in kept])),
+    }
+    stats.update({f"mode_{k}": v for k, v in mode_statistics([ep["all_obs"] for ep in kept]).items()})
+    return stats
