@@ -1,0 +1,105 @@
+"""Train the latent-MAE feature encoder (masked reconstruction, optional classification fine-tune).
+
+The run's config has an ``encoder`` block (width, blocks, steps, batch, lr, ...). The EMA weights are written as
+``<encoder.checkpoint>/encoder.safetensors`` + ``encoder.json`` (constructor arguments), atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from drifting_policy.image.distributed import init_from_env, world
+from drifting_policy.image.encoders import LatentMAE
+
+
+def save_encoder(model: LatentMAE, args: dict, out_dir: str | Path, state: dict[str, torch.Tensor] | None = None):
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    weights = state if state is not None else model.state_dict()
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "encoder.safetensors"))
+    (tmp / "encoder.json").write_text(json.dumps(args, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def load_encoder(path: str | Path, device="cpu") -> LatentMAE:
+    """A frozen encoder in eval mode from a folder written by ``save_encoder``."""
+    path = Path(path)
+    for f in ("encoder.json", "encoder.safetensors"):
+        if not (path / f).exists():
+            raise FileNotFoundError(f"{path / f}: missing; train the encoder first (scripts/train_image_encoder.py)")
+    args = json.loads((path / "encoder.json").read_text())
+    model = LatentMAE(**{**args, "blocks": tuple(args["blocks"])})
+    model.load_state_dict(load_file(str(path / "encoder.safetensors")))
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
+def train_encoder(cfg) -> Path:
+    """MAE pre-training for ``encoder.steps`` steps, then ``encoder.finetune_steps`` steps whose loss mixes in
+    cross-entropy with a weight ramping linearly 0 -> ``encoder.ce_weight``."""
+    from drifting_policy.image.train import build_source
+
+    device = init_from_env()
+    rank, size = world()
+    ec, dc = cfg.encoder, cfg.data
+    torch.manual_seed(cfg.seed)
+    args = {"in_channels": dc.channels, "width": ec.width, "blocks": list(ec.blocks),
+            "num_classes": dc.num_classes if ec.get("finetune_steps", 0) else 0}
+    model = LatentMAE(**{**args, "blocks": tuple(ec.blocks)}).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=ec.lr, betas=(0.9, 0.95), weight_decay=ec.weight_decay)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    source = build_source(dc, cfg.seed + 104729 + rank, rank, size)
+    mask_gen = torch.Generator(device).manual_seed(cfg.seed + rank)
+    total = ec.steps + ec.get("finetune_steps", 0)
+    out = Path(ec.checkpoint)
+    log = open(out.with_name(out.name + "_log.jsonl"), "a") if rank == 0 else None
+    bar = tqdm(range(total), desc="encoder", disable=rank != 0)
+    for step in bar:
+        t0 = time.perf_counter()
+        x, y = source.next(ec.batch)
+        x, y = x.to(device), y.to(device)
+        lr = ec.lr * min(1.0, (step + 1) / max(1, ec.get("warmup", 100)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            mae, deepest = model.mae_loss(x, mask_gen)
+            loss, logs = mae, {"mae": float(mae.detach())}
+            if step >= ec.steps:
+                lam = ec.get("ce_weight", 0.1) * (step - ec.steps + 1) / ec.finetune_steps
+                logits = model.classify(deepest)
+                ce = F.cross_entropy(logits.float(), y)
+                loss = (1 - lam) * mae + lam * ce
+                logs.update(ce=float(ce.detach()), acc=float((logits.argmax(-1) == y).float().mean()))
+        loss.backward()
+        if size > 1:  # plain data parallelism: average gradients by hand (no DDP wrapper needed)
+            for p in model.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= size
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.dtype.is_floating_point:
+                    ema[k].lerp_(v, 1.0 - ec.get("ema", 0.999))
+        if rank == 0 and ((step + 1) % cfg.train.log_every == 0 or step + 1 == total):
+            log.write(json.dumps({"step": step + 1, "lr": lr, "sec_per_step": time.perf_counter() - t0, **logs}) + "\n")
+            log.flush()
+            bar.set_postfix(mae=f"{logs['mae']:.4f}")
+    if rank == 0:
+        log.close()
+        save_encoder(model, args, out, ema)
+    return out
