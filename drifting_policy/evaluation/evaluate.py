@@ -1,0 +1,50 @@
+"""Evaluate a saved checkpoint: load its config and EMA weights, roll out, write JSON metrics and videos."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from drifting_policy.evaluation.rollout import rollout, summarize
+from drifting_policy.training.checkpoint import load_weights, resolve_checkpoint
+from drifting_policy.training.trainer import build_policy, env_factory
+
+
+def load_policy(checkpoint: str | Path, task: str | None = None, device: str = "cpu"):
+    """(policy with EMA weights, config) from a checkpoint; ``task`` guards against evaluating on the wrong task."""
+    folder = resolve_checkpoint(checkpoint)
+    cfg = OmegaConf.load(folder / "config.yaml")
+    if task is not None and task != cfg.task.name:
+        raise ValueError(f"checkpoint {folder} was trained on task '{cfg.task.name}', not '{task}'")
+    policy = build_policy(cfg)
+    load_weights(policy, folder / "ema.safetensors")
+    return policy.to(device).eval(), cfg
+
+
+def evaluate_checkpoint(checkpoint, n_episodes: int = 50, seed_start: int = 100000, n_videos: int = 2,
+                        out: str | Path | None = None, task: str | None = None, sampler: str | None = None,
+                        num_inference_steps: int | None = None, device: str = "cpu") -> dict:
+    policy, cfg = load_policy(checkpoint, task, device)
+    if sampler is not None:
+        if not hasattr(policy, "set_sampler"):
+            raise ValueError(f"policy '{cfg.policy.name}' has no sampler choice")
+        policy.set_sampler(sampler, num_inference_steps or policy.num_inference_steps)
+    out = Path(out) if out else resolve_checkpoint(checkpoint).parent.parent / "eval" / resolve_checkpoint(checkpoint).name
+    resets = [{"seed": seed_start + i} for i in range(n_episodes)]
+    results = rollout(policy, env_factory(cfg.task), resets, cfg.task.n_obs_steps, cfg.task.n_action_steps,
+                      n_videos=n_videos, video_dir=out / "videos", batch_size=cfg.task.eval.get("batch_size", 50),
+                      desc="eval")
+    summary = summarize(results, cfg.task.eval.get("n_stages"))
+    summary |= {"checkpoint": str(resolve_checkpoint(checkpoint)), "task": cfg.task.name, "policy": cfg.policy.name,
+                "seed_start": seed_start, "torch_threads": torch.get_num_threads()}
+    if sampler:
+        summary |= {"sampler": sampler, "num_inference_steps": policy.num_inference_steps}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps({"summary": summary, "episodes": results}, indent=1))
+    os.replace(tmp, out / "metrics.json")
+    return summary

@@ -1,0 +1,130 @@
+"""Policy rollouts: observation history and chunk execution live here, in the env wrapper, never in the policy.
+
+``MultiStepWrapper`` keeps the last To observations (the first one repeated after reset) and executes a chunk of Ta
+actions per policy call. ``rollout`` runs many episodes in lockstep, batching the policy call across them, and
+scores each as Diffusion Policy does: the maximum of ``info["score"]`` over the episode.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import gymnasium as gym
+import imageio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+class MultiStepWrapper(gym.Wrapper):
+    def __init__(self, env: gym.Env, n_obs_steps: int, n_action_steps: int, record: bool = False):
+        super().__init__(env)
+        self.n_obs_steps, self.n_action_steps, self.record = n_obs_steps, n_action_steps, record
+        self.history: deque = deque(maxlen=n_obs_steps)
+        self.frames: list[np.ndarray] = []
+
+    def _stacked(self) -> dict[str, np.ndarray]:
+        return {k: np.stack([o[k] for o in self.history]) for k in self.history[0]}
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.history.clear()
+        self.history.extend([obs] * self.n_obs_steps)
+        self.frames = [self.env.render()] if self.record else []
+        self.max_score, self.success, self.n_completed, self.length = 0.0, False, 0, 0
+        return self._stacked(), info
+
+    def step(self, actions: np.ndarray):
+        """actions (Ta, Da) -> stacked obs {key: (To, ...)}, summed reward, terminated, truncated, last info."""
+        total, terminated, truncated, info = 0.0, False, False, {}
+        for action in actions[: self.n_action_steps]:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.history.append(obs)
+            total += float(reward)
+            self.length += 1
+            self.max_score = max(self.max_score, float(info.get("score", reward)))
+            self.success |= bool(info.get("is_success", False))
+            self.n_completed = max(self.n_completed, int(info.get("n_completed", 0)))
+            if self.record:
+                self.frames.append(self.env.render())
+            if terminated or truncated:
+                break
+        return self._stacked(), total, terminated, truncated, info
+
+
+def obs_to_torch(obs_list: list[dict[str, np.ndarray]], shape_meta: dict) -> dict[str, torch.Tensor]:
+    """Per-env stacked obs -> batched tensors {key: (B, To, ...)}; rgb (To, H, W, 3) uint8 -> (To, 3, H, W) in [0, 1]."""
+    out = {}
+    for key, meta in shape_meta["obs"].items():
+        batch = np.stack([o[key] for o in obs_list])
+        if meta.get("type", "low_dim") == "rgb":
+            out[key] = torch.from_numpy(np.moveaxis(batch, -1, 2).astype(np.float32) / 255.0)
+        else:
+            out[key] = torch.from_numpy(batch.astype(np.float32))
+    return out
+
+
+def _scalar_info(info: dict) -> dict:
+    """The JSON-able scalars of a final info dict (mode labels, completed subtasks...)."""
+    keep = {}
+    for k, v in info.items():
+        if isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)):
+            keep[k] = v.item() if hasattr(v, "item") else v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+            keep[k] = list(v)
+    return keep
+
+
+@torch.no_grad()
+def rollout(policy, make_env, resets: list[dict], n_obs_steps: int, n_action_steps: int, n_videos: int = 0,
+            video_dir: Path | None = None, batch_size: int = 50, desc: str = "rollout") -> list[dict]:
+    """Run one episode per entry of ``resets`` (keyword arguments of ``env.reset``, e.g. ``{"seed": 100000}``).
+
+    Returns one dict per episode: score (max over the episode), success, n_completed, length, the final info's
+    scalars, and ``video`` (a path) for the first ``n_videos`` episodes.
+    """
+    results: list[dict] = []
+    policy.eval()
+    bar = tqdm(total=len(resets), desc=desc, leave=False)
+    for first in range(0, len(resets), batch_size):
+        chunk = resets[first : first + batch_size]
+        envs = [MultiStepWrapper(make_env(), n_obs_steps, n_action_steps, record=first + i < n_videos)
+                for i in range(len(chunk))]
+        obs = [env.reset(**kw)[0] for env, kw in zip(envs, chunk)]
+        done = [False] * len(envs)
+        final_info: list[dict] = [{} for _ in envs]
+        while not all(done):
+            active = [i for i, d in enumerate(done) if not d]
+            actions = policy.predict_action(obs_to_torch([obs[i] for i in active], policy.shape_meta))["action"]
+            for i, action in zip(active, actions.cpu().numpy()):
+                obs[i], _, terminated, truncated, final_info[i] = envs[i].step(action)
+                if terminated or truncated:
+                    done[i] = True
+                    bar.update(1)
+        for i, (env, kw) in enumerate(zip(envs, chunk)):
+            result = _scalar_info(final_info[i]) | {
+                "reset": {k: (v if isinstance(v, int) else "state") for k, v in kw.items()},
+                "score": env.max_score, "success": env.success, "n_completed": env.n_completed, "length": env.length,
+            }
+            if env.record and video_dir is not None:
+                video_dir.mkdir(parents=True, exist_ok=True)
+                path = video_dir / f"episode_{first + i:03d}.mp4"
+                imageio.mimsave(path, env.frames, fps=10, macro_block_size=1)
+                result["video"] = str(path)
+            results.append(result)
+            env.close()
+    bar.close()
+    return results
+
+
+def summarize(results: list[dict], n_stages: int | None = None) -> dict:
+    """Mean score, success rate, mean length and p_n (fraction of episodes completing >= n of ``n_stages``)."""
+    scores = np.array([r["score"] for r in results])
+    summary = {"n_episodes": len(results), "mean_score": float(scores.mean()),
+               "success_rate": float(np.mean([r["success"] for r in results])),
+               "mean_length": float(np.mean([r["length"] for r in results]))}
+    n_completed = np.array([r["n_completed"] for r in results])
+    for n in range(1, (n_stages or int(n_completed.max(initial=0))) + 1):
+        summary[f"p{n}"] = float((n_completed >= n).mean())
+    return summary

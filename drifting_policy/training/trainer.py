@@ -1,0 +1,204 @@
+"""One policy-agnostic training loop: AdamW, warmup + cosine, gradient clipping, EMA, periodic rollouts of the EMA
+policy, top-k + last checkpoints and exact resume. Runs as one process or under ``torchrun`` (DDP: gloo on CPU,
+nccl on GPU) with the same config; the global batch size stays ``training.batch_size``."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from drifting_policy.data.dataset import PolicyDataset, load_replay_buffer
+from drifting_policy.evaluation.rollout import rollout, summarize
+from drifting_policy.policies import policy_class
+from drifting_policy.training.checkpoint import load_training_state, save_checkpoint
+from drifting_policy.training.logger import RunLogger
+
+
+def build_policy(cfg):
+    """The policy named by ``cfg.policy.name`` for ``cfg.task`` (weights random, normaliser unfitted)."""
+    kwargs = OmegaConf.to_container(cfg.policy, resolve=True)
+    name = kwargs.pop("name")
+    task = cfg.task
+    crop = OmegaConf.to_container(task.crop_shape, resolve=True) if task.get("crop_shape") else None
+    return policy_class(name)(OmegaConf.to_container(task.shape_meta, resolve=True), task.n_obs_steps,
+                              task.n_action_steps, task.horizon, crop_shape=crop, **kwargs)
+
+
+def env_factory(task_cfg):
+    """A zero-argument constructor of the task's environment."""
+    import envs
+
+    kwargs = OmegaConf.to_container(task_cfg.env.get("kwargs", {}), resolve=True)
+    return functools.partial(envs.make_env, task_cfg.env.name, max_steps=task_cfg.env.max_steps, **kwargs)
+
+
+def evaluation_resets(cfg, buffer=None) -> list[dict]:
+    """Test seeds (DP: 50 from 100000), then train inits replayed from demo start states when the task has them."""
+    ev = cfg.task.eval
+    resets = [{"seed": ev.test_start_seed + i} for i in range(ev.n_test)]
+    key = cfg.task.dataset.get("init_state_key")
+    if buffer is not None and key and ev.get("n_train", 0):
+        starts = np.concatenate([[0], buffer.episode_ends[:-1]])[: ev.n_train]
+        resets += [{"options": {"reset_to_state": buffer.data[key][s]}} for s in starts]
+    return resets
+
+
+class Trainer:
+    def __init__(self, cfg):
+        self.cfg, t = cfg, cfg.training
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+        if t.batch_size % self.world:
+            raise ValueError(f"training.batch_size {t.batch_size} must divide by the {self.world} processes")
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.run_dir = Path(cfg.run_dir)
+
+        self.buffer = load_replay_buffer(cfg.task.dataset)
+        ds_args = (self.buffer, cfg.task.shape_meta, cfg.task.dataset, cfg.task.n_obs_steps, cfg.task.n_action_steps,
+                   cfg.task.horizon, cfg.seed)
+        self.train_set, self.val_set = PolicyDataset(*ds_args, split="train"), PolicyDataset(*ds_args, split="val")
+        self.policy = build_policy(cfg).to(self.device)
+        identity = cfg.task.get("normalizer_identity_dims")  # e.g. {action: [3, ..., 9]}: rot6d + gripper as they are
+        identity = OmegaConf.to_container(identity, resolve=True) if identity else {}
+        self.policy.normalizer.fit(self.train_set.normalizer_data(), identity)
+        self.ema_policy = copy.deepcopy(self.policy).requires_grad_(False)
+        self.ema = EMAModel(self.policy.parameters(), power=t.ema_power, max_value=t.ema_max_decay, use_ema_warmup=True,
+                            inv_gamma=1.0, min_value=0.0)
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=t.lr, betas=tuple(t.betas),
+                                           weight_decay=t.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / t.batch_size)
+        self.lr_scheduler = get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=t.warmup_steps,
+                                          num_training_steps=self.steps_per_epoch * t.num_epochs)
+        self.model = DistributedDataParallel(self.policy) if self.world > 1 else self.policy
+        self.state = {"epoch": 0, "global_step": 0, "ema_step": 0, "top_k": [], "run_id": None}
+        last = self.run_dir / "checkpoints" / "last"
+        if t.resume and last.exists():
+            self.state = load_training_state(last, self.policy, self.ema_policy, self.optimizer, self.lr_scheduler)
+            self.ema = EMAModel(self.ema_policy.parameters(), power=t.ema_power, max_value=t.ema_max_decay,
+                                use_ema_warmup=True, inv_gamma=1.0, min_value=0.0)
+            self.ema.optimization_step = self.state["ema_step"]
+        self.logger = None
+        if self.rank == 0:
+            self.logger = RunLogger(self.run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logging.wandb,
+                                    run_id=self.state["run_id"])
+            self.state["run_id"] = self.logger.run_id
+            if self.state["global_step"]:
+                self.logger.truncate_after(self.state["global_step"])
+                print(f"resumed from {last.resolve()} at epoch {self.state['epoch']}")
+
+    def _loader(self, epoch: int) -> DataLoader:
+        t = self.cfg.training
+        if self.world > 1:
+            sampler = DistributedSampler(self.train_set, self.world, self.rank, shuffle=True, seed=self.cfg.seed)
+            sampler.set_epoch(epoch)
+        else:  # seeded per epoch, so a resumed run sees the same batches as an uninterrupted one
+            sampler = RandomSampler(self.train_set, generator=torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch))
+        return DataLoader(self.train_set, batch_size=t.batch_size // self.world, sampler=sampler,
+                          num_workers=t.num_workers, drop_last=False, persistent_workers=False)
+
+    def _to_device(self, batch: dict) -> dict:
+        return {"obs": {k: v.to(self.device, non_blocking=True) for k, v in batch["obs"].items()},
+                "action": batch["action"].to(self.device, non_blocking=True)}
+
+    def train_epoch(self, epoch: int) -> dict:
+        t = self.cfg.training
+        self.policy.train()
+        sums: dict[str, float] = {}
+        loader = self._loader(epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.num_epochs}", leave=False, disable=self.rank != 0)
+        for batch in bar:
+            loss, logs = self.model(self._to_device(batch))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.ema.step(self.policy.parameters())
+            self.state["global_step"] += 1
+            for k, v in ({"train_loss": loss.item()} | logs).items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        self.state["ema_step"] = self.ema.optimization_step
+        self.ema.copy_to(self.ema_policy.parameters())
+        return {k: v / len(loader) for k, v in sums.items()} | {"lr": self.lr_scheduler.get_last_lr()[0]}
+
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        if len(self.val_set) == 0:
+            return None
+        self.policy.eval()
+        loader = DataLoader(self.val_set, batch_size=self.cfg.training.batch_size, shuffle=False)
+        losses = [self.policy.compute_loss(self._to_device(b))[0].item() for b in loader]
+        return float(np.mean(losses))
+
+    def evaluate(self, epoch: int) -> dict:
+        ev = self.cfg.task.eval
+        results = rollout(self.ema_policy, env_factory(self.cfg.task), evaluation_resets(self.cfg, self.buffer),
+                          self.cfg.task.n_obs_steps, self.cfg.task.n_action_steps, n_videos=ev.n_videos,
+                          video_dir=self.run_dir / "videos" / f"epoch_{epoch:04d}", batch_size=ev.get("batch_size", 50),
+                          desc=f"eval epoch {epoch}")
+        test = [r for r in results if "seed" in r["reset"]]
+        train = [r for r in results if "seed" not in r["reset"]]
+        out = {f"test/{k}": v for k, v in summarize(test, ev.get("n_stages")).items()}
+        if train:
+            out |= {f"train/{k}": v for k, v in summarize(train, ev.get("n_stages")).items()}
+        return out
+
+    def _checkpoint(self, epoch: int, score: float | None) -> None:
+        ckpt_dir = self.run_dir / "checkpoints"
+        name = f"epoch_{epoch:04d}"
+        if score is not None:
+            self.state["top_k"] = sorted(self.state["top_k"] + [[score, name]], key=lambda x: -x[0])
+        save_checkpoint(ckpt_dir / name, self.cfg, self.policy, self.ema_policy, self.optimizer, self.lr_scheduler,
+                        self.state | {"epoch": epoch})
+        keep = {n for _, n in self.state["top_k"][: self.cfg.training.checkpoint_top_k]} | {name}
+        for folder in ckpt_dir.glob("epoch_*"):
+            if folder.name not in keep and not folder.name.endswith(".tmp"):
+                shutil.rmtree(folder)
+
+    def run(self) -> dict:
+        t, ev = self.cfg.training, self.cfg.task.eval
+        last_metrics: dict = {}
+        for epoch in range(self.state["epoch"], t.num_epochs):
+            start = time.time()
+            metrics = self.train_epoch(epoch)
+            done = epoch + 1
+            metrics["epoch_time_s"] = time.time() - start
+            score = None
+            if self.rank == 0:
+                if ev.n_test > 0 and (done % ev.every_epochs == 0 or done == t.num_epochs):
+                    metrics["val_loss"] = self.validation_loss()
+                    metrics |= self.evaluate(done)
+                    score = metrics["test/mean_score"]
+                    print(f"epoch {done}: test mean score {score:.3f}, success {metrics['test/success_rate']:.2f}")
+                self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"])
+                if done % t.checkpoint_every == 0 or done == t.num_epochs or score is not None:
+                    self._checkpoint(done, score)
+            self.state["epoch"] = done
+            last_metrics = metrics
+            if self.world > 1:
+                dist.barrier()
+        if self.logger:
+            self.logger.close()
+        return last_metrics
