@@ -78,12 +78,13 @@ class BlockPushEnv(gym.Env):
         c.setGravity(0, 0, -9.8)
         c.setTimeStep(1.0 / SIM_HZ)
         c.loadURDF("plane.urdf", [0, 0, -0.001])
-        workspace = c.createVisualShape(pybullet.GEOM_BOX, halfExtents=[0.3, 0.55, 0.0005], rgbaColor=[0.9, 0.9, 0.85, 1])
+        workspace = c.createVisualShape(pybullet.GEOM_BOX, halfExtents=[0.3, 0.55, 0.0005],
+                                        rgbaColor=[0.9, 0.9, 0.85, 1])
         c.createMultiBody(0, -1, workspace, [0.42, 0, 0])
         self._arm = c.loadURDF("xarm/xarm6_robot.urdf", [0, 0, 0], useFixedBase=True)
         self._joints = [i for i in range(c.getNumJoints(self._arm))
                         if c.getJointInfo(self._arm, i)[2] == pybullet.JOINT_REVOLUTE]
-        for j, q in zip(self._joints, INITIAL_JOINTS):
+        for j, q in zip(self._joints, INITIAL_JOINTS, strict=True):
             c.resetJointState(self._arm, j, q)
         self._link = 6
         pos, orn = c.getLinkState(self._arm, self._link)[:2]
@@ -106,7 +107,7 @@ class BlockPushEnv(gym.Env):
             c.changeDynamics(block, -1, lateralFriction=0.5, rollingFriction=0.0001)
             self._blocks.append(block)
         self._targets = []
-        for rgba in ([0.3, 0.4, 1.0, 0.5], [1.0, 0.45, 0.7, 0.5]):  # zone i tinted like block i (cosmetic only)
+        for rgba in ([0.2, 0.8, 0.3, 1], [0.2, 0.7, 0.7, 1]):  # green target 0, teal target 1
             vis = c.createVisualShape(pybullet.GEOM_BOX, halfExtents=[GOAL_TOLERANCE, GOAL_TOLERANCE, 0.0005],
                                       rgbaColor=rgba)
             self._targets.append(c.createMultiBody(0, -1, vis, [0.4, 0.2, 0.001]))
@@ -170,9 +171,9 @@ class BlockPushEnv(gym.Env):
 
     def _place(self, blocks: np.ndarray, targets: np.ndarray) -> None:
         c = self._client
-        for body, (x, y, yaw) in zip(self._blocks, blocks):
+        for body, (x, y, yaw) in zip(self._blocks, blocks, strict=True):
             c.resetBasePositionAndOrientation(body, [x, y, BLOCK_HALF], pybullet.getQuaternionFromEuler((0, 0, yaw)))
-        for body, (x, y, yaw) in zip(self._targets, targets):
+        for body, (x, y, yaw) in zip(self._targets, targets, strict=True):
             c.resetBasePositionAndOrientation(body, [x, y, 0.001], pybullet.getQuaternionFromEuler((0, 0, yaw)))
 
     def step(self, action):
@@ -242,7 +243,7 @@ class BlockPushEnv(gym.Env):
             c.resetBasePositionAndOrientation(body, s[:3], s[3:7])
             c.resetBaseVelocity(body, s[7:10], s[10:13])
         q, dq = state[65:71], state[71:77]
-        for j, qj, dqj in zip(self._joints, q, dq):
+        for j, qj, dqj in zip(self._joints, q, dq, strict=True):
             c.resetJointState(self._arm, j, qj, dqj)
         self._drive_effector(state[77:79])
         self._entered[:] = state[79:83].reshape(2, 2) > 0.5
@@ -253,8 +254,8 @@ class BlockPushEnv(gym.Env):
             return None
         h, w = self.render_size
         # Looking from the far side of the table (x = 1.0) back at the robot, like the original's default camera.
-        view = pybullet.computeViewMatrix([1.05, 0, 0.75], [0.42, 0, 0], [0, 0, 1])
-        proj = pybullet.computeProjectionMatrixFOV(55, w / h, 0.05, 3.0)
+        view = pybullet.computeViewMatrix([0.95, 0, 0.85], [0.4, 0, 0], [0, 0, 1])
+        proj = pybullet.computeProjectionMatrixFOV(42, w / h, 0.05, 3.0)
         img = self._client.getCameraImage(w, h, view, proj, renderer=pybullet.ER_TINY_RENDERER, shadow=0)[2]
         return np.asarray(img, np.uint8).reshape(h, w, 4)[..., :3].copy()
 

@@ -11,7 +11,6 @@ so the demonstrations carry the task's two kinds of multimodality. It is closed-
 
 from __future__ import annotations
 
-import heapq
 import math
 
 import numpy as np
@@ -35,14 +34,13 @@ FREE_SPEED, PUSH_SPEED = 0.03, 0.02   # m per 0.1 s control step
 PLACED = 0.012           # a block this close to its target centre is done (the env counts 0.05)
 
 
-def _segment_clear(a: np.ndarray, b: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> bool:
-    """Whether segment a-b stays outside every circle."""
-    if len(centres) == 0:
-        return True
-    ab = b - a
-    t = np.clip(((centres - a) @ ab) / max(ab @ ab, 1e-12), 0.0, 1.0)
-    closest = a + t[:, None] * ab
-    return bool(np.all(np.linalg.norm(centres - closest, axis=1) >= radii))
+def _clear_matrix(a: np.ndarray, b: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """(A, B) bool: whether segment a_i-b_j stays outside every circle."""
+    ab = b[None, :, None, :] - a[:, None, None, :]                       # (A, B, 1, 2)
+    ac = centres[None, None, :, :] - a[:, None, None, :]                 # (A, 1, M, 2)
+    t = np.clip((ac * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0.0, 1.0)
+    gap = np.linalg.norm(ac - t[..., None] * ab, axis=-1)                # (A, B, M)
+    return np.all(gap >= radii, axis=-1)
 
 
 def shortest_path(start, goal, centres, radii, n_ring: int = 16) -> list[np.ndarray]:
@@ -52,44 +50,42 @@ def shortest_path(start, goal, centres, radii, n_ring: int = 16) -> list[np.ndar
     contain the goal are ignored (the goal is where we must go). Falls back to the straight line."""
     start, goal = np.asarray(start, float), np.asarray(goal, float)
     centres = np.asarray(centres, float).reshape(-1, 2)
-    radii = np.asarray(radii, float).reshape(-1).copy()
+    radii = np.asarray(radii, float).reshape(-1)
     keep = np.linalg.norm(centres - goal, axis=1) >= radii
     centres, radii = centres[keep], radii[keep]
     radii = np.minimum(radii, np.linalg.norm(centres - start, axis=1) - 1e-4)
-    if _segment_clear(start, goal, centres, radii):
+    if len(centres) == 0 or _clear_matrix(start[None], goal[None], centres, radii)[0, 0]:
         return [goal]
-    nodes = [start, goal]
+    # Polygon vertices at r / cos(pi/n) keep the polygon's edges outside its circle.
     angles = np.linspace(0, 2 * np.pi, n_ring, endpoint=False)
     ring = np.stack([np.cos(angles), np.sin(angles)], 1)
-    for c, r in zip(centres, radii):
-        # Polygon vertices at r / cos(pi/n) keep the polygon's edges outside the circle.
-        for p in c + ring * (r / math.cos(math.pi / n_ring) + 1e-3):
-            inside_ws = np.all(p >= WORKSPACE_LOW) and np.all(p <= WORKSPACE_HIGH)
-            if inside_ws and np.all(np.linalg.norm(centres - p, axis=1) >= radii):
-                nodes.append(p)
-    nodes = np.stack(nodes)
+    ring = (centres[:, None] + ring[None] * (radii / math.cos(math.pi / n_ring) + 1e-3)[:, None, None]).reshape(-1, 2)
+    ok = np.all(np.linalg.norm(ring[:, None] - centres[None], axis=-1) >= radii, axis=1)
+    ok &= np.all((ring >= WORKSPACE_LOW) & (ring <= WORKSPACE_HIGH), axis=1)
+    nodes = np.concatenate([start[None], goal[None], ring[ok]])
+    cost = np.linalg.norm(nodes[:, None] - nodes[None], axis=-1)
+    cost[~_clear_matrix(nodes, nodes, centres, radii)] = np.inf
+    # Dijkstra on the dense graph (a few dozen nodes).
     dist = np.full(len(nodes), np.inf)
     prev = np.full(len(nodes), -1)
+    done = np.zeros(len(nodes), bool)
     dist[0] = 0.0
-    heap = [(0.0, 0)]
-    while heap:
-        d, i = heapq.heappop(heap)
-        if i == 1:
+    for _ in range(len(nodes)):
+        i = int(np.argmin(np.where(done, np.inf, dist)))
+        if done[i] or not np.isfinite(dist[i]) or i == 1:
             break
-        if d > dist[i]:
-            continue
-        for j in range(1, len(nodes)):
-            step = float(np.linalg.norm(nodes[j] - nodes[i]))
-            if d + step < dist[j] and _segment_clear(nodes[i], nodes[j], centres, radii):
-                dist[j], prev[j] = d + step, i
-                heapq.heappush(heap, (d + step, j))
+        done[i] = True
+        better = dist[i] + cost[i] < dist
+        dist[better], prev[better] = dist[i] + cost[i][better], i
     if prev[1] < 0:
         return [goal]
     path, i = [], 1
     while i != 0:
         path.append(nodes[i])
         i = prev[i]
-    return path[::-1]
+    # A vertex the mover already sits on (it tracks commands to a few mm) would pin it there.
+    path = [p for p in path[::-1] if np.linalg.norm(p - start) > 0.005]
+    return path or [goal]
 
 
 def _face_distance(yaw: float, u: np.ndarray) -> float:
