@@ -47,8 +47,9 @@ OBS_BLOCK, OBS_BLOCK2, OBS_EFFECTOR, OBS_EFFECTOR_TARGET = slice(0, 3), slice(3,
 OBS_TARGET, OBS_TARGET2 = slice(10, 13), slice(13, 16)
 OBS_DIM = 16
 # get_state() layout: 4 bodies (2 blocks, 2 targets) x (pos 3, quat 4, lin vel 3, ang vel 3), effector body
-# (13), 6 joint angles + 6 joint velocities, effector target xy (2), 2 first-entry flags per block-target pair (4).
-STATE_DIM = 4 * 13 + 13 + 12 + 2 + 4
+# (13), 6 joint angles + 6 joint velocities, effector target xy (2), first-entry flags per block-target pair (4),
+# the block that entered a target first (1; -1 none yet).
+STATE_DIM = 4 * 13 + 13 + 12 + 2 + 4 + 1
 
 
 def _yaw(quat) -> float:
@@ -114,6 +115,7 @@ class BlockPushEnv(gym.Env):
         self._saved = c.saveState()
         self._target_xy = np.array(EFFECTOR_START)
         self._entered = np.zeros((2, 2), bool)
+        self._first_block = -1
         self._t = 0
 
     def close(self) -> None:
@@ -143,6 +145,7 @@ class BlockPushEnv(gym.Env):
         super().reset(seed=seed)
         self._client.restoreState(self._saved)
         self._entered[:] = False
+        self._first_block = -1
         self._t = 0
         state = (options or {}).get("reset_to_state")
         if state is not None:
@@ -193,11 +196,17 @@ class BlockPushEnv(gym.Env):
         dist = block_target_distances(obs)
         new = (dist < GOAL_TOLERANCE) & ~self._entered
         self._entered |= new
+        inside = np.flatnonzero(dist.min(axis=1) < GOAL_TOLERANCE)
+        if self._first_block < 0 and len(inside):
+            self._first_block = int(inside[0])  # both on the same step: block 0, as episode_modes decides
         return int(new.sum())
 
     def _info(self, obs: np.ndarray) -> dict:
+        """Score terms plus the episode's mode so far (the keys of episode_modes, for mode_statistics)."""
         n = n_completed(obs)
-        return {"n_completed": n, "score": n / 2.0, "is_success": n == 2}
+        t0, t1 = block_targets(obs)
+        return {"n_completed": n, "score": n / 2.0, "is_success": n == 2, "first_block": self._first_block,
+                "block0_target": t0, "block1_target": t1}
 
     def _obs(self) -> dict:
         c = self._client
@@ -223,7 +232,7 @@ class BlockPushEnv(gym.Env):
             parts += [*pos, *quat, *lin, *ang]
         states = c.getJointStates(self._arm, self._joints)
         parts += [s[0] for s in states] + [s[1] for s in states] + list(self._target_xy)
-        parts += self._entered.astype(float).ravel().tolist()
+        parts += self._entered.astype(float).ravel().tolist() + [self._first_block]
         return np.asarray(parts, np.float64)
 
     def _restore(self, state: np.ndarray) -> None:
@@ -247,6 +256,7 @@ class BlockPushEnv(gym.Env):
             c.resetJointState(self._arm, j, qj, dqj)
         self._drive_effector(state[77:79])
         self._entered[:] = state[79:83].reshape(2, 2) > 0.5
+        self._first_block = int(state[83])
 
     # ------------------------------------------------------------------ render
     def render(self):
@@ -269,45 +279,49 @@ def block_target_distances(obs: np.ndarray) -> np.ndarray:
     return np.linalg.norm(blocks[..., :, None, :] - targets[..., None, :, :], axis=-1)
 
 
-def n_completed(obs: np.ndarray) -> int:
-    """Blocks sitting in distinct targets (0, 1 or 2): each block counts in its closest target, within 0.05 m."""
+def block_targets(obs: np.ndarray) -> tuple[int, int]:
+    """The target (0 or 1) each block sits in (closest target, within 0.05 m), -1 where it sits in none."""
     dist = block_target_distances(obs)
-    inside = dist.min(axis=-1) < GOAL_TOLERANCE
-    if inside.all():
-        return 2 if dist[0].argmin() != dist[1].argmin() else 1
-    return int(inside.any())
+    return tuple(int(d.argmin()) if d.min() < GOAL_TOLERANCE else -1 for d in dist)
+
+
+def n_completed(obs: np.ndarray) -> int:
+    """Blocks sitting in distinct targets (0, 1 or 2)."""
+    t = [x for x in block_targets(obs) if x >= 0]
+    return len(set(t)) if len(t) == 2 else len(t)
 
 
 def episode_modes(obs: np.ndarray) -> dict:
-    """The behaviour mode of one episode from its (T, 16) observations.
+    """The behaviour mode of one episode from ALL its (T, 16) observations, the final one included.
 
-    first_block: which block (0 or 1) was first within tolerance of a target, -1 if neither ever was.
-    final_targets: (target of block 0, target of block 1) at the last step, -1 where a block is in none.
+    first_block: which block (0 or 1) was first within tolerance of a target, -1 if neither ever was (both on the
+    same step: 0). block0_target, block1_target: the target each block sits in at the end, -1 for none.
+    The env reports the same keys in every step's info, so a rollout's final info carries its mode too.
     """
     obs = np.asarray(obs)
     if obs.ndim != 2 or obs.shape[1] != OBS_DIM:
         raise ValueError(f"episode_modes: expected (T, {OBS_DIM}) observations, got shape {obs.shape}")
     inside = block_target_distances(obs).min(axis=-1) < GOAL_TOLERANCE  # (T, 2)
-    first = [int(np.argmax(inside[:, b])) if inside[:, b].any() else obs.shape[0] for b in range(2)]
-    first_block = -1 if min(first) == obs.shape[0] else int(np.argmin(first))  # ties go to block 0
-    last = block_target_distances(obs[-1])
-    final = tuple(int(last[b].argmin()) if last[b].min() < GOAL_TOLERANCE else -1 for b in range(2))
-    return {"first_block": first_block, "final_targets": final}
+    steps = np.flatnonzero(inside.any(axis=1))
+    first_block = int(np.argmax(inside[steps[0]])) if len(steps) else -1
+    t0, t1 = block_targets(obs[-1])
+    return {"first_block": first_block, "block0_target": t0, "block1_target": t1}
 
 
-def mode_statistics(episodes: list[np.ndarray]) -> dict:
-    """Mode split over episodes (each (T, 16) observations): the fraction pushing each block first and the fraction
-    of each block -> target assignment ("b0t0_b1t1" = block i in target i, "b0t1_b1t0" = crossed, "other")."""
-    if not episodes:
+def mode_statistics(modes: list[dict]) -> dict:
+    """Mode split over episodes, each a dict with first_block, block0_target, block1_target (episode_modes' output,
+    or a rollout's final info): the fraction pushing each block first and each block -> target assignment
+    ("b0t0_b1t1": block i in target i; "b0t1_b1t0": crossed; "other": not both blocks in distinct targets)."""
+    if not modes:
         raise ValueError("mode_statistics: no episodes")
-    modes = [episode_modes(o) for o in episodes]
     n = len(modes)
-    frac = lambda pred: sum(map(pred, modes)) / n
+    frac = lambda pred: sum(bool(pred(m)) for m in modes) / n
+    assignment = lambda m: (m["block0_target"], m["block1_target"])
     return {
         "first_block0": frac(lambda m: m["first_block"] == 0),
         "first_block1": frac(lambda m: m["first_block"] == 1),
         "first_none": frac(lambda m: m["first_block"] == -1),
-        "b0t0_b1t1": frac(lambda m: m["final_targets"] == (0, 1)),
-        "b0t1_b1t0": frac(lambda m: m["final_targets"] == (1, 0)),
-        "other": frac(lambda m: m["final_targets"] not in ((0, 1), (1, 0))),
+        "b0t0_b1t1": frac(lambda m: assignment(m) == (0, 1)),
+        "b0t1_b1t0": frac(lambda m: assignment(m) == (1, 0)),
+        "other": frac(lambda m: assignment(m) not in ((0, 1), (1, 0))),
     }

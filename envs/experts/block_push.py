@@ -23,6 +23,7 @@ from envs.block_push import (
     WORKSPACE_HIGH,
     WORKSPACE_LOW,
     BlockPushEnv,
+    episode_modes,
     mode_statistics,
 )
 
@@ -207,5 +208,5 @@ def generate(out_path, n: int, seed: int = 0, abs_action: bool = True, max_attem
         "planned_first_block0": float(np.mean([ep["order"][0] == 0 for ep in kept])),
         "planned_b0t0_b1t1": float(np.mean([ep["assignment"] == [0, 1] for ep in kept])),
     }
-    stats.update({f"mode_{k}": v for k, v in mode_statistics([ep["all_obs"] for ep in kept]).items()})
+    stats.update({f"mode_{k}": v for k, v in mode_statistics([episode_modes(ep["all_obs"]) for ep in kept]).items()})
     return stats
