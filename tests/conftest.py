@@ -38,8 +38,9 @@ def tiny_cfg(tmp_path):
     """A full train_policy config on a synthetic low-dim store, tiny network, no rollouts."""
     store = make_lowdim_store(tmp_path / "demo.zarr")
 
-    def build(policy="drifting", extra=()):
-        cfg = compose_config([f"policy={policy}", "scale=paper", f"run_dir={tmp_path / policy}"] + list(extra))
+    def build(policy="drifting", extra=(), run_name=None):
+        run_dir = tmp_path / (run_name or policy)
+        cfg = compose_config([f"policy={policy}", "scale=paper", f"run_dir={run_dir}"] + list(extra))
         task = {
             "name": "synthetic", "n_obs_steps": 2, "n_action_steps": 4, "horizon": 8,
             "shape_meta": {"obs": {"obs": {"shape": [4], "type": "low_dim"}}, "action": {"shape": [2]}},

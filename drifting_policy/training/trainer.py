@@ -82,8 +82,8 @@ class Trainer:
         identity = OmegaConf.to_container(identity, resolve=True) if identity else {}
         self.policy.normalizer.fit(self.train_set.normalizer_data(), identity)
         self.ema_policy = copy.deepcopy(self.policy).requires_grad_(False)
-        self.ema = EMAModel(self.policy.parameters(), power=t.ema_power, max_value=t.ema_max_decay, use_ema_warmup=True,
-                            inv_gamma=1.0, min_value=0.0)
+        self.ema = EMAModel(self.policy.parameters(), power=t.ema_power, decay=t.ema_max_decay, use_ema_warmup=True,
+                            inv_gamma=1.0, min_decay=0.0)
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=t.lr, betas=tuple(t.betas),
                                            weight_decay=t.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_set) / t.batch_size)
@@ -94,8 +94,8 @@ class Trainer:
         last = self.run_dir / "checkpoints" / "last"
         if t.resume and last.exists():
             self.state = load_training_state(last, self.policy, self.ema_policy, self.optimizer, self.lr_scheduler)
-            self.ema = EMAModel(self.ema_policy.parameters(), power=t.ema_power, max_value=t.ema_max_decay,
-                                use_ema_warmup=True, inv_gamma=1.0, min_value=0.0)
+            self.ema = EMAModel(self.ema_policy.parameters(), power=t.ema_power, decay=t.ema_max_decay,
+                                use_ema_warmup=True, inv_gamma=1.0, min_decay=0.0)
             self.ema.optimization_step = self.state["ema_step"]
         self.logger = None
         if self.rank == 0:

@@ -1,0 +1,110 @@
+"""Both heads share encoder, backbone and normaliser; each learns a fixed batch and predicts in action units."""
+
+import numpy as np
+import pytest
+import torch
+
+from drifting_policy.policies import policy_class
+from drifting_policy.policies.drifting import knn_positive_indices
+
+STATE_META = {"obs": {"obs": {"shape": [5], "type": "low_dim"}}, "action": {"shape": [2]}}
+VISUAL_META = {"obs": {"image": {"shape": [3, 24, 24], "type": "rgb"}, "agent_pos": {"shape": [2], "type": "low_dim"}},
+               "action": {"shape": [2]}}
+
+
+def make_policy(name, meta=STATE_META, **kw):
+    torch.manual_seed(0)
+    policy = policy_class(name)(meta, n_obs_steps=2, n_action_steps=4, horizon=8, down_dims=(16, 32), **kw)
+    rng = np.random.default_rng(0)
+    low = {k: rng.normal(size=(50, m["shape"][0])) for k, m in meta["obs"].items() if m["type"] == "low_dim"}
+    policy.normalizer.fit(low | {"action": rng.uniform(100, 400, size=(50, 2))})
+    return policy
+
+
+def make_batch(meta=STATE_META, batch=16):
+    g = torch.Generator().manual_seed(1)
+    obs = {}
+    for k, m in meta["obs"].items():
+        shape = (batch, 2, *m["shape"])
+        obs[k] = torch.rand(shape, generator=g) if m["type"] == "rgb" else torch.randn(shape, generator=g)
+    action = 250 + 100 * torch.tanh(obs[next(k for k, m in meta["obs"].items() if m["type"] == "low_dim")][:, :1, :2])
+    return {"obs": obs, "action": action.expand(batch, 8, 2).contiguous()}
+
+
+@pytest.mark.parametrize("name", ["drifting", "diffusion", "bc"])
+def test_training_steps_lower_the_loss_on_a_fixed_batch(name):
+    policy, batch = make_policy(name), make_batch()
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    if name == "drifting":  # the drifting loss sits near a constant by design; its progress is the MSE to the demo
+        measure = lambda: policy.compute_loss(batch)[1]["mse_to_demo"]  # noqa: E731
+    else:
+        measure = lambda: policy.compute_loss(batch)[0].item()  # noqa: E731
+    torch.manual_seed(0)
+    before = np.mean([measure() for _ in range(3)])
+    for _ in range(60):
+        loss, _ = policy.compute_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.manual_seed(0)
+    after = np.mean([measure() for _ in range(3)])
+    assert after < 0.5 * before
+
+
+@pytest.mark.parametrize("name", ["drifting", "diffusion", "bc"])
+def test_predict_action_returns_ta_steps_in_action_units(name):
+    policy = make_policy(name)
+    if name == "diffusion":
+        policy.set_sampler("ddim", 4)
+    out = policy.predict_action(make_batch()["obs"])
+    assert out["action"].shape == (16, 4, 2) and out["action_pred"].shape == (16, 8, 2)
+    torch.testing.assert_close(out["action"], out["action_pred"][:, 1:5])
+    # untrained outputs sit near the normalised range [-1, 1], i.e. near the action limits [100, 400], not near 0
+    assert out["action"].mean() > 50
+
+
+def test_visual_policy_encodes_cameras_and_predicts():
+    policy = make_policy("drifting", VISUAL_META, crop_shape={"image": [20, 20]})
+    batch = make_batch(VISUAL_META, batch=4)
+    loss, logs = policy.compute_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and "mse_to_demo" in logs
+    assert policy.obs_encoder.cameras["image"].trunk[0].weight.grad is not None
+    assert policy.predict_action(batch["obs"])["action"].shape == (4, 4, 2)
+
+
+def test_drifting_is_one_network_call_and_diffusion_uses_the_step_embedding():
+    drifting, diffusion = make_policy("drifting"), make_policy("diffusion")
+    calls = []
+    drifting.model.register_forward_hook(lambda *a: calls.append(1))
+    drifting.predict_action(make_batch()["obs"])
+    assert len(calls) == 1
+    assert drifting.model.step_embed_dim == 0 and diffusion.model.step_embed_dim == 128
+    names = lambda p: {n for n, _ in p.named_parameters() if not n.startswith("model.step_encoder")}  # noqa: E731
+    # apart from the step embedding (and the FiLM inputs it widens), the two heads share their parts
+    assert {n for n in names(drifting) if "film" not in n} == {n for n in names(diffusion) if "film" not in n}
+
+
+def test_per_timestep_grouping_and_knn_positives_train():
+    for kw in ({"grouping": "timestep"}, {"positives": "knn", "knn_k": 4}, {"positives": "knn", "knn_space": "features"}):
+        policy = make_policy("drifting", **kw)
+        loss, _ = policy.compute_loss(make_batch())
+        loss.backward()
+        assert torch.isfinite(loss)
+
+
+def test_knn_positive_indices_pick_self_first_then_nearest():
+    feats = torch.tensor([[0.0], [0.1], [5.0], [5.2], [0.3]])
+    idx = knn_positive_indices(feats, 3)
+    assert idx[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert set(idx[0].tolist()) == {0, 1, 4}
+    assert set(idx[2].tolist()) == {2, 3, 4}
+
+
+def test_bad_policy_options_are_rejected():
+    with pytest.raises(ValueError, match="grouping"):
+        make_policy("drifting", grouping="pooled")
+    with pytest.raises(ValueError, match="sampler"):
+        make_policy("diffusion").set_sampler("euler", 10)
+    with pytest.raises(KeyError, match="unknown policy"):
+        policy_class("flow")

@@ -1,0 +1,102 @@
+"""The trainer: exact resume, DDP on CPU, run folder contents, config and checkpoint errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from drifting_policy.evaluation.evaluate import load_policy
+from drifting_policy.training.checkpoint import resolve_checkpoint
+from drifting_policy.training.trainer import Trainer
+
+from conftest import compose_config
+
+
+def test_killed_run_resumes_to_the_same_parameters_as_an_uninterrupted_run(tiny_cfg, monkeypatch):
+    full = tiny_cfg(run_name="uninterrupted")
+    full.training.num_epochs = 3
+    Trainer(full).run()
+
+    interrupted = tiny_cfg()
+    interrupted.training.num_epochs = 3
+    original = Trainer.train_epoch
+
+    def die_in_third_epoch(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt  # killed after the epoch-2 checkpoint was written
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", die_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(interrupted).run()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    interrupted.training.resume = True
+    Trainer(interrupted).run()
+
+    a = load_file(resolve_checkpoint(full.run_dir) / "model.safetensors")
+    b = load_file(resolve_checkpoint(interrupted.run_dir) / "model.safetensors")
+    ema_a = load_file(resolve_checkpoint(full.run_dir) / "ema.safetensors")
+    ema_b = load_file(resolve_checkpoint(interrupted.run_dir) / "ema.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+        torch.testing.assert_close(ema_a[k], ema_b[k], rtol=0, atol=0)
+    steps = [json.loads(line)["epoch"] for line in open(os.path.join(interrupted.run_dir, "metrics.jsonl"))]
+    assert steps == [1, 2, 3]
+
+
+def test_run_folder_has_config_checkpoint_and_metrics(tiny_cfg):
+    cfg = tiny_cfg("diffusion")
+    Trainer(cfg).run()
+    ckpt = resolve_checkpoint(cfg.run_dir)
+    assert ckpt.name == "epoch_0002"
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "ema.safetensors", "config.yaml", "training_state"}
+    assert not list(ckpt.parent.glob("*.tmp"))
+    records = [json.loads(line) for line in open(os.path.join(cfg.run_dir, "metrics.jsonl"))]
+    assert [r["epoch"] for r in records] == [1, 2] and all("train_loss" in r for r in records)
+
+
+def test_two_process_torchrun_trains_on_cpu(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    cfg.training.num_epochs = 1
+    cfg_path = tmp_path / "cfg.yaml"
+    OmegaConf.save(cfg, cfg_path)
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                           os.path.join(os.path.dirname(__file__), "ddp_train_entry.py"), str(cfg_path)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (resolve_checkpoint(cfg.run_dir) / "model.safetensors").exists()
+
+
+def test_unknown_config_key_is_rejected():
+    with pytest.raises(ConfigCompositionException, match="not_a_key"):
+        compose_config(["training.not_a_key=1"])
+
+
+def test_a_checkpoint_from_another_task_is_refused(tiny_cfg):
+    cfg = tiny_cfg()
+    cfg.training.num_epochs = 1
+    Trainer(cfg).run()
+    with pytest.raises(ValueError, match="trained on task 'synthetic', not 'pusht_state'"):
+        load_policy(cfg.run_dir, task="pusht_state")
+    policy, loaded = load_policy(cfg.run_dir, task="synthetic")
+    assert loaded.task.name == "synthetic" and not policy.training
+
+
+def test_checkpoint_weights_that_do_not_fit_the_model_name_the_file(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    cfg.training.num_epochs = 1
+    Trainer(cfg).run()
+    ckpt = resolve_checkpoint(cfg.run_dir)
+    conf = OmegaConf.load(ckpt / "config.yaml")
+    conf.policy.down_dims = [8, 16]
+    OmegaConf.save(conf, ckpt / "config.yaml")
+    with pytest.raises(ValueError, match="ema.safetensors does not match the model"):
+        load_policy(ckpt)
