@@ -16,10 +16,9 @@ This module depends on torch only, so the robot policy and the image generator u
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 TEMPERATURES = (0.02, 0.05, 0.2)
 SELF_MASK = 100.0  # added to the normalised distance of a generated sample to itself

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import compose_config
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
@@ -14,8 +15,6 @@ from safetensors.torch import load_file
 from drifting_policy.evaluation.evaluate import load_policy
 from drifting_policy.training.checkpoint import resolve_checkpoint
 from drifting_policy.training.trainer import Trainer
-
-from conftest import compose_config
 
 
 def test_killed_run_resumes_to_the_same_parameters_as_an_uninterrupted_run(tiny_cfg, monkeypatch):

@@ -65,7 +65,7 @@ class CameraEncoder(nn.Module):
             return x[:, :, top : top + ch, left : left + cw]
         tops = torch.randint(0, h - ch + 1, (n,)).tolist()
         lefts = torch.randint(0, w - cw + 1, (n,)).tolist()
-        return torch.stack([img[:, t : t + ch, l : l + cw] for img, t, l in zip(x, tops, lefts)])
+        return torch.stack([img[:, t : t + ch, left : left + cw] for img, t, left in zip(x, tops, lefts)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] -> (N, feature_dim)"""
