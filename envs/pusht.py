@@ -13,7 +13,9 @@ the benchmark needs to differ:
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import pygame
 from gym_pusht.envs.pusht import PushTEnv as _GymPushTEnv
 from gymnasium import spaces
 
@@ -162,6 +164,18 @@ class PushTEnv(_GymPushTEnv):
         self._elapsed += 1
         info = self._info(parent_info["coverage"])
         return obs, float(reward), bool(terminated), self._elapsed >= self.max_steps, info
+
+    def _get_img(self, screen, width: int, height: int, render_action: bool = False) -> np.ndarray:
+        # Same pixels as gym-pusht's version, 5x faster: tobytes gives row-major RGB directly, where gym-pusht copies
+        # a strided pixels3d view and transposes it (rendering was the bulk of demo-generation time).
+        canvas = np.frombuffer(pygame.image.tobytes(screen, "RGB"), np.uint8)
+        img = cv2.resize(canvas.reshape(screen.get_height(), screen.get_width(), 3), (width, height))
+        if render_action and self._last_action is not None:
+            size = min(width, height)
+            x, y = (np.asarray(self._last_action) / WORKSPACE * [width, height]).astype(np.int32)
+            cv2.drawMarker(img, (int(x), int(y)), color=(255, 0, 0), markerType=cv2.MARKER_CROSS,
+                           markerSize=int(8 / 96 * size), thickness=int(size / 96))
+        return img
 
     def render(self) -> np.ndarray:
         """An RGB frame (video_size, video_size, 3) uint8 with the last action marked by a red cross."""

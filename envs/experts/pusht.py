@@ -289,14 +289,14 @@ def run_episode(env: PushTEnv, expert: PushTExpert, seed: int, record_images: bo
     steps = {"img": [], "state": [], "keypoint": [], "action": [], "n_contacts": []}
     n_contacts = 0  # DP stores the contacts of the step that led to this observation
     while True:
-        action = expert.act(env)
+        action = expert.act(env).astype(np.float32)  # executed as stored, so a replay of the data is exact
         if record_images:
             steps["img"].append(obs["image"])
         steps["state"].append(env.get_state())
         steps["keypoint"].append(env.keypoints())
         steps["action"].append(action)
         steps["n_contacts"].append([n_contacts])
-        obs, _, terminated, truncated, info = env.step(action)
+        obs, _, terminated, truncated, info = env.step(action.astype(np.float64))
         n_contacts = info["n_contacts"]
         if terminated or truncated:
             break
@@ -321,7 +321,7 @@ def generate(out_path, n: int, seed: int = 0, render_images: bool = True, max_st
     max_attempts = max_attempts if max_attempts is not None else 2 * n + 10
     env = PushTEnv(obs_type="visual" if render_images else "state", max_steps=max_steps)
     buffer = ReplayBuffer()
-    lengths, attempts, episode_seed = [], 0, seed
+    lengths, kept_seeds, attempts, episode_seed = [], [], 0, seed
     start = time.perf_counter()
     with tqdm(total=n, desc="pusht demos", unit="ep") as bar:
         while len(lengths) < n:
@@ -333,14 +333,15 @@ def generate(out_path, n: int, seed: int = 0, render_images: bool = True, max_st
             expert = PushTExpert(np.random.default_rng(episode_seed), **expert_kwargs)
             success, episode = run_episode(env, expert, episode_seed, render_images)
             attempts += 1
-            episode_seed += 1
             if success:
                 buffer.add_episode(episode)
                 lengths.append(len(episode["action"]))
+                kept_seeds.append(episode_seed)
                 bar.update(1)
+            episode_seed += 1
             bar.set_postfix(success_rate=f"{len(lengths) / attempts:.3f}")
     buffer.save(out_path)
     seconds = time.perf_counter() - start
     return {"n_episodes": n, "attempts": attempts, "success_rate": n / attempts,
             "mean_length": float(np.mean(lengths)), "seconds": seconds, "seconds_per_episode": seconds / attempts,
-            "seeds": [seed, episode_seed - 1]}
+            "episode_seeds": kept_seeds}
