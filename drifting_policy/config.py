@@ -9,16 +9,26 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+GROUPS = ("task", "policy")  # config groups: selecting one is not a value override
 
-def apply_scale(cfg):
-    """Merge ``task.scales[scale]`` onto the root config. ``scale=auto`` means cpu when no GPU is visible."""
+
+def apply_scale(cfg, cli_overrides=()):
+    """Layer the task's settings over the generic defaults, then the command line over everything.
+
+    Order: train_policy.yaml + policy/*.yaml, then ``task.overrides`` (the task's paper settings for root keys such
+    as training.batch_size), then ``task.scales[scale]`` (``scale=auto``: cpu when no GPU is visible), then the
+    command-line ``key=value`` overrides again, so what the user typed always wins.
+    """
     scale = cfg.scale
     if scale == "auto":
         scale = "paper" if torch.cuda.is_available() else "cpu"
     scales = cfg.task.get("scales") or {}
     if scale != "paper" and scale not in scales:
         raise KeyError(f"task '{cfg.task.name}' has no scale '{scale}'; it has paper and {sorted(scales)}")
-    merged = OmegaConf.merge(cfg, scales[scale]) if scale != "paper" else cfg
+    layers = [cfg.task.get("overrides") or {}, scales[scale] if scale != "paper" else {}]
+    typed = [o for o in cli_overrides if "=" in o and o.split("=")[0].lstrip("+") not in GROUPS
+             and not o.startswith(("hydra.", "~"))]
+    merged = OmegaConf.merge(cfg, *layers, OmegaConf.from_dotlist([o.lstrip("+") for o in typed]))
     merged.scale = scale
     return merged
 

@@ -4,6 +4,7 @@ Generates the task's demonstrations first if they are missing. Under torchrun th
 """
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from drifting_policy.config import apply_scale, ensure_dataset
@@ -12,7 +13,7 @@ from drifting_policy.training.trainer import Trainer
 
 @hydra.main(config_path="../configs", config_name="train_policy", version_base="1.3")
 def main(cfg):
-    cfg = apply_scale(cfg)
+    cfg = apply_scale(cfg, HydraConfig.get().overrides.task)
     print(f"task {cfg.task.name}, policy {cfg.policy.name}, scale {cfg.scale}, run folder {cfg.run_dir}")
     ensure_dataset(cfg.task)
     metrics = Trainer(cfg).run()

@@ -99,3 +99,32 @@ def test_checkpoint_weights_that_do_not_fit_the_model_name_the_file(tiny_cfg, tm
     OmegaConf.save(conf, ckpt / "config.yaml")
     with pytest.raises(ValueError, match="ema.safetensors does not match the model"):
         load_policy(ckpt)
+
+
+def test_a_checkpoint_evaluates_from_eval_policy_script(tmp_path):
+    """Train one epoch on a PushT-shaped synthetic store, then roll the checkpoint out in the real PushT env."""
+    import numpy as np
+
+    from conftest import make_lowdim_store
+
+    store = make_lowdim_store(tmp_path / "pusht_like.zarr", obs_dim=20)
+    cfg = compose_config(["task=pusht_state", "scale=paper", f"run_dir={tmp_path / 'run'}"])
+    cfg.task.dataset.path = str(store)
+    cfg.task.dataset.obs_from_store = {"obs": ["obs"]}
+    cfg.task.dataset.init_state_key = None
+    cfg.task.env.max_steps = 24
+    cfg.task.eval.n_test = 0
+    cfg.policy.down_dims = [16, 32]
+    cfg.training.update({"num_epochs": 1, "batch_size": 32, "warmup_steps": 1})
+    Trainer(cfg).run()
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "scripts/eval_policy.py", f"checkpoint={cfg.run_dir}", "n_episodes=2",
+                           "seed_start=100000", "n_videos=1", f"out={out}", "task=pusht_state"],
+                          capture_output=True, text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["summary"]["n_episodes"] == 2 and len(metrics["episodes"]) == 2
+    assert all(e["length"] == 24 and 0.0 <= e["score"] <= 1.0 for e in metrics["episodes"])
+    assert [e["reset"]["seed"] for e in metrics["episodes"]] == [100000, 100001]
+    assert (out / "videos" / "episode_000.mp4").stat().st_size > 0
+    assert np.isfinite(metrics["summary"]["mean_score"])
