@@ -12,6 +12,7 @@ so the demonstrations carry the task's two kinds of multimodality. It is closed-
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from tqdm import tqdm
@@ -102,12 +103,16 @@ def _toward(frm: np.ndarray, to: np.ndarray, max_step: float) -> np.ndarray:
 
 
 class BlockPushOracle:
-    """Closed-loop scripted pusher. ``reset(rng)`` draws the mode; ``act(obs)`` returns the absolute effector
-    target xy for a 16-D observation."""
+    """Closed-loop scripted pusher. ``reset(mode)`` sets the mode (first block, target of block 0), e.g. from
+    ``draw_mode``; ``act(obs)`` returns the absolute effector    target xy for a 16-D observation."""
 
-    def reset(self, rng: np.random.Generator) -> None:
-        self.order = [0, 1] if rng.random() < 0.5 else [1, 0]
-        self.assignment = [0, 1] if rng.random() < 0.5 else [1, 0]   # block i -> target assignment[i]
+    def reset(self, mode: tuple[int, int]) -> None:
+        first, block0_target = mode
+        if first not in (0, 1) or block0_target not in (0, 1):
+            raise ValueError(f"BlockPushOracle.reset: mode must be (first block, target of block 0) in {{0, 1}}, "
+                             f"got {mode}")
+        self.order = [first, 1 - first]
+        self.assignment = [block0_target, 1 - block0_target]   # block i -> target assignment[i]
         self.stage = 0          # index into order; 2 when both blocks are done
         self.pushing = False
         self.retreat_to: np.ndarray | None = None
@@ -156,10 +161,25 @@ class BlockPushOracle:
         return _toward(command, waypoint, FREE_SPEED)
 
 
-def run_episode(env: BlockPushEnv, oracle: BlockPushOracle, seed: int) -> dict:
-    """One oracle episode; returns its observations, actions (in the env's action mode) and outcome."""
+def draw_mode(rng: np.random.Generator) -> tuple[int, int]:
+    """A uniformly random mode: (block pushed first, target of block 0)."""
+    return int(rng.integers(2)), int(rng.integers(2))
+
+
+def balanced_modes(rng: np.random.Generator):
+    """Endless random modes in shuffled rounds of all four, so any run of episodes is split near 50/50 both ways
+    while each episode's mode stays unpredictable from its layout."""
+    combos = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    while True:
+        for i in rng.permutation(4):
+            yield combos[i]
+
+
+def run_episode(env: BlockPushEnv, oracle: BlockPushOracle, seed: int, mode: tuple[int, int] | None = None) -> dict:
+    """One oracle episode (mode drawn from the seed unless given); returns its observations, actions (in the env's
+    action mode) and outcome."""
     obs, info = env.reset(seed=seed)
-    oracle.reset(np.random.default_rng(seed))
+    oracle.reset(mode if mode is not None else draw_mode(np.random.default_rng(seed)))
     observations, actions, max_completed = [], [], info["n_completed"]
     done = False
     while not done:
@@ -177,6 +197,23 @@ def run_episode(env: BlockPushEnv, oracle: BlockPushOracle, seed: int) -> dict:
             "success": bool(info["is_success"]), "order": list(oracle.order), "assignment": list(oracle.assignment)}
 
 
+def evaluate_oracle(n: int = 100, seed: int = 200000, **env_kwargs) -> dict:
+    """p1 / p2 / mean length / speed / mode split of the oracle on seeds seed .. seed + n - 1 (no data written)."""
+    env, oracle = BlockPushEnv(**env_kwargs), BlockPushOracle()
+    episodes, steps, start = [], 0, time.perf_counter()
+    for s in tqdm(range(seed, seed + n), desc="block_push oracle"):
+        episodes.append(run_episode(env, oracle, s))
+        steps += len(episodes[-1]["action"])
+    elapsed = time.perf_counter() - start
+    env.close()
+    completed = np.array([ep["max_completed"] for ep in episodes])
+    stats = {"n": n, "seed": seed, "p1": float((completed >= 1).mean()), "p2": float((completed >= 2).mean()),
+             "mean_length": steps / n, "steps_per_s_with_oracle": steps / elapsed,
+             "failed_seeds": [seed + i for i, ep in enumerate(episodes) if not ep["success"]]}
+    modes = mode_statistics([episode_modes(ep["all_obs"]) for ep in episodes])
+    return stats | {f"mode_{k}": v for k, v in modes.items()}
+
+
 def generate(out_path, n: int, seed: int = 0, abs_action: bool = True, max_attempts: int | None = None,
              **env_kwargs) -> dict:
     """Write ``n`` successful oracle episodes (fresh seeds from ``seed``) as a Diffusion Policy zarr store with
@@ -184,6 +221,7 @@ def generate(out_path, n: int, seed: int = 0, abs_action: bool = True, max_attem
     if n < 1:
         raise ValueError(f"block_push generate: n must be >= 1, got {n}")
     max_attempts = max_attempts or 2 * n + 20
+    modes = balanced_modes(np.random.default_rng(seed))
     env = BlockPushEnv(abs_action=abs_action, **env_kwargs)
     oracle = BlockPushOracle()
     buffer = ReplayBuffer()
@@ -193,7 +231,7 @@ def generate(out_path, n: int, seed: int = 0, abs_action: bool = True, max_attem
             if attempts >= max_attempts:
                 raise RuntimeError(f"block_push generate: only {buffer.n_episodes}/{n} successes in {attempts} "
                                    f"episodes (oracle success rate too low)")
-            ep = run_episode(env, oracle, seed + attempts)
+            ep = run_episode(env, oracle, seed + attempts, next(modes))
             attempts += 1
             p1 += ep["max_completed"] >= 1
             if ep["success"]:
