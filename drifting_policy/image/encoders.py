@@ -62,11 +62,16 @@ class LatentMAE(nn.Module):
         num_classes: int = 0,
         mask_ratio: float = 0.5,
         mask_patch: int = 2,
+        input_patch: int = 1,
     ):
         super().__init__()
         self.in_channels, self.mask_ratio, self.mask_patch = in_channels, mask_ratio, mask_patch
+        # input_patch > 1 folds p x p pixel patches into channels first (256^2 x 3 -> 32^2 x 192 with p = 8), so a
+        # pixel-space encoder works at latent resolution; the mask patch then counts in that folded grid.
+        self.input_patch = input_patch
         widths = [width * 2**i for i in range(len(blocks))]
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), group_norm(width), nn.ReLU())
+        cin0 = in_channels * input_patch**2
+        self.stem = nn.Sequential(nn.Conv2d(cin0, width, 3, 1, 1, bias=False), group_norm(width), nn.ReLU())
         self.stages = nn.ModuleList()
         cin = width
         for i, (w, n) in enumerate(zip(widths, blocks, strict=True)):
@@ -80,19 +85,19 @@ class LatentMAE(nn.Module):
         for cskip in reversed(skips):
             self.up.append(UpBlock(cur, cskip, cskip))
             cur = cskip
-        self.head = nn.Conv2d(cur, in_channels, 1)
+        self.head = nn.Conv2d(cur, cin0, 1)
         self.classifier = nn.Linear(widths[-1], num_classes) if num_classes else None
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x (B, C, H, W) -> [stem, stage 1, ..., stage K] outputs."""
-        outs = [self.stem(x)]
+        outs = [self.stem(F.pixel_unshuffle(x, self.input_patch))]
         for stage in self.stages:
             outs.append(stage(outs[-1]))
         return outs
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The maps the drifting loss uses: the stem, every 2nd block of every stage and each stage output."""
-        maps = [self.stem(x)]
+        maps = [self.stem(F.pixel_unshuffle(x, self.input_patch))]
         h = maps[0]
         for stage in self.stages:
             for j, block in enumerate(stage):
@@ -104,7 +109,7 @@ class LatentMAE(nn.Module):
     def random_mask(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, 1, H, W) float mask, 1 on the masked patches: exactly ``mask_ratio`` of the p x p patches per image."""
         B, _, H, W = x.shape
-        p = self.mask_patch
+        p = self.mask_patch * self.input_patch
         n = (H // p) * (W // p)
         scores = torch.rand(B, n, generator=generator, device=x.device)
         ranks = scores.argsort(1).argsort(1)
@@ -116,7 +121,7 @@ class LatentMAE(nn.Module):
         h = outs[-1]
         for up, skip in zip(self.up, reversed(outs[:-1]), strict=True):
             h = up(h, skip)
-        return self.head(h), outs
+        return F.pixel_shuffle(self.head(h), self.input_patch), outs
 
     def mae_loss(self, x: torch.Tensor, generator: torch.Generator | None = None):
         """Masked-region L2 (mean over masked pixels and channels); also returns the deepest map for a classifier."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+QUEUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "uint8": torch.uint8}
+
 
 def _draw_without_replacement(filled: torch.Tensor, capacity: int, n: int, generator) -> torch.Tensor:
     """(R,) filled counts -> (R, n) distinct indices in [0, filled[r]) per row, via top-n of random keys."""
@@ -20,13 +22,26 @@ def _draw_without_replacement(filled: torch.Tensor, capacity: int, n: int, gener
 
 
 class ClassQueue:
-    """Per-class ring buffers: ``buffer`` (num_classes, size, *shape)."""
+    """Per-class ring buffers: ``buffer`` (num_classes, size, *shape).
+
+    ``dtype=torch.uint8`` stores samples in [-1, 1] as 8-bit pixels (exact for decoded images): ImageNet pixels
+    at 1000 x 128 x 3 x 256 x 256 take 25 GB that way instead of 100 GB in float32.
+    """
 
     def __init__(self, num_classes: int, size: int, sample_shape: tuple[int, ...], dtype=torch.float32):
         self.num_classes, self.size = num_classes, size
         self.buffer = torch.zeros(num_classes, size, *sample_shape, dtype=dtype)
         self.ptr = torch.zeros(num_classes, dtype=torch.long)
         self.count = torch.zeros(num_classes, dtype=torch.long)
+
+    def _store(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().cpu()
+        if self.buffer.dtype == torch.uint8:
+            return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.to(self.buffer.dtype)
+
+    def _load(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
 
     def push(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Append samples x (n, *shape) with labels y (n,), overwriting the oldest of their class."""
@@ -41,7 +56,7 @@ class ClassQueue:
         rank_in_class[order] = torch.arange(len(y)) - first
         slot = (self.ptr[y] + rank_in_class) % self.size
         keep = rank_in_class >= (torch.bincount(y, minlength=self.num_classes)[y] - self.size)  # last `size` only
-        self.buffer[y[keep], slot[keep]] = x.detach().cpu().to(self.buffer.dtype)[keep]
+        self.buffer[y[keep], slot[keep]] = self._store(x)[keep]
         added = torch.bincount(y, minlength=self.num_classes)
         self.ptr = (self.ptr + added) % self.size
         self.count = (self.count + added).clamp_max(self.size)
@@ -50,7 +65,7 @@ class ClassQueue:
         """(K,) class ids -> (K, n, *shape) distinct samples of each class."""
         classes = classes.long().cpu()
         idx = _draw_without_replacement(self.count[classes], self.size, n, generator)
-        return self.buffer[classes.unsqueeze(1), idx]
+        return self._load(self.buffer[classes.unsqueeze(1), idx])
 
     def is_full(self, n: int | None = None) -> bool:
         return bool((self.count >= (self.size if n is None else n)).all())
@@ -81,7 +96,7 @@ class GlobalQueue(ClassQueue):
     def sample_groups(self, k: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(k, n, *shape): n distinct samples for each of k groups (independent across groups)."""
         idx = _draw_without_replacement(self.count.expand(k), self.size, n, generator)
-        return self.buffer[0][idx]
+        return self._load(self.buffer[0][idx])
 
 
 def sample_cfg_alpha(n: int, power: float, lo: float = 1.0, hi: float = 4.0, generator=None) -> torch.Tensor:

@@ -25,7 +25,7 @@ from drifting_policy.image.distributed import all_mean, broadcast_module, init_f
 from drifting_policy.image.flow_matching import flow_matching_loss
 from drifting_policy.image.models import build_dit, count_parameters
 from drifting_policy.image.objective import drifting_objective
-from drifting_policy.image.queue import ClassQueue, GlobalQueue, cfg_negative_weight, sample_cfg_alpha
+from drifting_policy.image.queue import QUEUE_DTYPES, ClassQueue, GlobalQueue, cfg_negative_weight, sample_cfg_alpha
 from drifting_policy.image.train_encoder import load_encoder
 
 REQUIRED = ("method", "seed", "out_dir", "data", "model", "drift", "optim", "train")
@@ -158,8 +158,9 @@ def build_everything(cfg, device):
         broadcast_module(encoder)
     source = build_source(dc, cfg.seed + 7919 * rank, rank, size)
     shape = (dc.channels, dc.image_size, dc.image_size)
-    class_q = ClassQueue(dc.num_classes, cfg.drift.class_queue, shape)
-    global_q = GlobalQueue(cfg.drift.global_queue, shape)
+    qdtype = QUEUE_DTYPES[dc.get("queue_dtype", "float32")]
+    class_q = ClassQueue(dc.num_classes, cfg.drift.class_queue, shape, qdtype)
+    global_q = GlobalQueue(cfg.drift.global_queue, shape, qdtype)
     oc = cfg.optim
     opt = torch.optim.AdamW(model.parameters(), lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
     return model, encoder, source, class_q, global_q, opt

@@ -56,7 +56,7 @@ def train_encoder(cfg) -> Path:
     ec, dc = cfg.encoder, cfg.data
     torch.manual_seed(cfg.seed)
     args = {"in_channels": dc.channels, "width": ec.width, "blocks": list(ec.blocks),
-            "num_classes": dc.num_classes if ec.get("finetune_steps", 0) else 0}
+            "num_classes": dc.num_classes if ec.get("finetune_steps", 0) else 0, "input_patch": ec.get("input_patch", 1)}
     model = LatentMAE(**{**args, "blocks": tuple(ec.blocks)}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=ec.lr, betas=(0.9, 0.95), weight_decay=ec.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
