@@ -181,13 +181,17 @@ class PushTExpert:
     """
 
     def __init__(self, rng: np.random.Generator, top_k: int = 3, contact_fraction: float = 0.6,
-                 directions_deg: tuple[float, ...] = (-25.0, 0.0, 25.0), gap: float = 4.0, time_weight: float = 0.005):
+                 directions_deg: tuple[float, ...] = (-25.0, 0.0, 25.0), gap: float = 4.0, time_weight: float = 0.005,
+                 waypoint_tol: float = 8.0, start_tol: float = 4.0):
         self.rng = rng
         self.top_k = top_k
         self.contact_fraction = contact_fraction
         self.directions = np.deg2rad(directions_deg)
         self.gap = gap
         self.time_weight = time_weight  # cost (px) a step must save to be worth taking, per px of current cost
+        # how close the agent must come to a path corner before heading on, and to the push start before pushing
+        # (the push is re-simulated from wherever the agent then is, so no need to settle exactly)
+        self.waypoint_tol, self.start_tol = waypoint_tol, start_tol
         self.sim = PushSimulator()
         self.reset()
 
@@ -269,9 +273,9 @@ class PushTExpert:
                     break
             if self.push is None:  # nothing reachable: step aside at random and try again
                 return np.clip(agent + self.rng.normal(0.0, 20.0, 2), 0.0, 512.0)
-        while len(self.waypoints) > 1 and np.linalg.norm(self.waypoints[0] - agent) < 4.0:
+        while len(self.waypoints) > 1 and np.linalg.norm(self.waypoints[0] - agent) < self.waypoint_tol:
             self.waypoints.pop(0)
-        if len(self.waypoints) == 1 and np.linalg.norm(self.waypoints[0] - agent) < 1.5:
+        if len(self.waypoints) == 1 and np.linalg.norm(self.waypoints[0] - agent) < self.start_tol:
             self._commit_push(env)
             self.waypoints = []
             return self.act(env)
@@ -345,3 +349,22 @@ def generate(out_path, n: int, seed: int = 0, render_images: bool = True, max_st
     return {"n_episodes": n, "attempts": attempts, "success_rate": n / attempts,
             "mean_length": float(np.mean(lengths)), "seconds": seconds, "seconds_per_episode": seconds / attempts,
             "episode_seeds": kept_seeds}
+
+
+def evaluate(n: int, seed: int = 0, **expert_kwargs) -> dict:
+    """Expert success rate, mean length of successful episodes and seconds per episode over seeds seed..seed+n-1."""
+    env = PushTEnv()
+    results, start = [], time.perf_counter()
+    for s in tqdm(range(seed, seed + n), desc="pusht expert", unit="ep"):
+        success, episode = run_episode(env, PushTExpert(np.random.default_rng(s), **expert_kwargs), s, False)
+        results.append((success, len(episode["action"])))
+    ok = np.array([r[0] for r in results])
+    lengths = np.array([r[1] for r in results])
+    return {"success_rate": float(ok.mean()), "mean_length": float(lengths[ok].mean()) if ok.any() else None,
+            "seconds_per_episode": (time.perf_counter() - start) / n, "failed_seeds": [int(seed + i) for i in np.flatnonzero(~ok)]}
+
+
+if __name__ == "__main__":  # python -m envs.experts.pusht [n] [seed]: the expert's success rate, no data written
+    import sys
+
+    print(evaluate(*(int(a) for a in sys.argv[1:3])))
