@@ -129,7 +129,7 @@ def train_step(model, opt, encoder, batch: dict, cfg, step: int, ema: dict | Non
                 params = {k.removeprefix("module."): v for k, v in params.items()}
             for k, v in ema.items():
                 v.lerp_(params[k].detach(), 1.0 - oc.ema)
-    return {"loss": float(loss.detach()) if cfg.method == "drifting" else all_mean(float(loss), device),
+    return {"loss": float(loss.detach()) if cfg.method == "drifting" else all_mean(float(loss.detach()), device),
             "lr": lr, "grad_norm": float(grad_norm), **logs}
 
 
