@@ -1,0 +1,133 @@
+"""Read robomimic HDF5 demonstrations (ours, or the public ph/low_dim_v141.hdf5 and ph/image_v141.hdf5) into a
+ReplayBuffer, cached as a zarr store beside the file.
+
+Buffer keys: the requested obs keys (robomimic names: object, robot0_eef_pos, agentview_image, ...), "action"
+(7-D delta as stored, or Diffusion Policy's 10-D absolute [world position, rotation-6D, gripper]) and "states"
+(flat MuJoCo states, for train-init resets).
+
+Absolute actions follow Diffusion Policy: restore each stored state, hand the delta action to the delta OSC
+controller and read the world-frame goal pose it would servo to. Replaying those goals with an absolute controller
+reproduces the episode (tests/test_robomimic_hdf5.py checks the final object pose).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from drifting_policy.data.replay_buffer import ReplayBuffer
+from drifting_policy.data.rotation import matrix_to_rot6d
+
+DELTA_ACTION_DIM = 7  # [dpos 3, axis-angle drot 3, gripper 1]
+CACHE_VERSION = 1  # bump when the conversion changes, so old caches are not served
+
+
+def read_env_meta(f: h5py.File, path: Path) -> dict:
+    if "data" not in f:
+        raise ValueError(f"{path}: no 'data' group; expected a robomimic HDF5 with data/demo_i")
+    if "env_args" not in f["data"].attrs:
+        raise ValueError(f"{path}: 'data' has no 'env_args' attribute (robomimic's env metadata JSON with env_name "
+                         "and env_kwargs); cannot tell which task the demos belong to")
+    try:
+        meta = json.loads(f["data"].attrs["env_args"])
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: data attribute 'env_args' is not valid JSON: {e}") from e
+    if "env_name" not in meta:
+        raise ValueError(f"{path}: env_args has no 'env_name' (got keys {sorted(meta)})")
+    return meta
+
+
+def demo_names(f: h5py.File) -> list[str]:
+    """demo_0, demo_1, ... in numeric order (robomimic files are not guaranteed to be sorted)."""
+    return sorted(f["data"].keys(), key=lambda s: int(s.split("_")[-1]) if s.split("_")[-1].isdigit() else s)
+
+
+def delta_to_abs_actions(rs_env, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """(T, 7) delta actions taken from (T, S) states -> (T, 10) [world pos 3, rotation 6D 6, gripper 1]."""
+    from envs.robomimic import delta_to_world_goal
+
+    out = np.empty((len(actions), 10), dtype=np.float64)
+    for t, (state, action) in enumerate(zip(states, actions, strict=True)):
+        rs_env.sim.set_state_from_flattened(state)
+        rs_env.sim.forward()
+        pos, rot = delta_to_world_goal(rs_env, action)
+        out[t, :3], out[t, 3:9], out[t, 9] = pos, matrix_to_rot6d(rot), action[6]
+    return out
+
+
+def cache_path(path: Path, obs_keys: list[str], abs_action: bool) -> Path:
+    """A zarr path keyed on the file's identity (size, mtime, first MiB) and the options."""
+    st = path.stat()
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+    h.update(json.dumps([st.st_size, st.st_mtime_ns, sorted(obs_keys), bool(abs_action), CACHE_VERSION]).encode())
+    return path.with_name(f"{path.name}.{'abs' if abs_action else 'delta'}.{h.hexdigest()[:12]}.zarr")
+
+
+def read_robomimic_hdf5(path: str | Path, obs_keys: list[str], abs_action: bool) -> ReplayBuffer:
+    """Read (and convert) every demo, without the cache."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"robomimic dataset {path} does not exist (generate it with scripts/generate_demos.py)")
+    with h5py.File(path, "r") as f:
+        meta = read_env_meta(f, path)
+        from envs.robomimic import canonical_env_name, make_robosuite
+
+        try:
+            env_name = canonical_env_name(meta["env_name"])
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+        names = demo_names(f)
+        if not names:
+            raise ValueError(f"{path}: 'data' holds no demos")
+        rs_env = make_robosuite(env_name, abs_action=False) if abs_action else None
+        state_dim = rs_env.sim.get_state().flatten().shape[0] if rs_env is not None else None
+        buffer = ReplayBuffer()
+        for name in tqdm(names, desc=f"read {path.name}", disable=len(names) < 20):
+            demo = f["data"][name]
+            where = f"{path}: data/{name}"
+            for key in ("actions", "states"):
+                if key not in demo:
+                    raise KeyError(f"{where} has no '{key}' dataset")
+            obs_group = demo["obs"] if "obs" in demo else {}
+            missing = [k for k in obs_keys if k not in obs_group]
+            if missing:
+                raise KeyError(f"{where}/obs lacks key(s) {missing}; it has {sorted(obs_group)}")
+            actions = demo["actions"][:]
+            if actions.ndim != 2 or actions.shape[1] != DELTA_ACTION_DIM:
+                raise ValueError(f"{where}/actions has shape {actions.shape}, but {env_name} demos store "
+                                 f"{DELTA_ACTION_DIM}-D delta actions [dpos 3, drot 3, gripper 1]")
+            states = demo["states"][:]
+            if state_dim is not None and states.shape[1] != state_dim:
+                raise ValueError(f"{where}/states are {states.shape[1]}-D but robosuite 1.5.2's {env_name} has a "
+                                 f"{state_dim}-D flat MuJoCo state")
+            episode = {k: obs_group[k][:] for k in obs_keys}
+            episode["action"] = delta_to_abs_actions(rs_env, states, actions) if abs_action else actions
+            episode["states"] = states
+            buffer.add_episode(episode)
+        if rs_env is not None:
+            rs_env.close()
+    return buffer
+
+
+def load_robomimic_replay_buffer(path: str | Path, obs_keys: list[str], abs_action: bool = True,
+                                 use_cache: bool = True) -> ReplayBuffer:
+    """The ReplayBuffer of a robomimic HDF5, from its zarr cache when present (written atomically when not)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"robomimic dataset {path} does not exist (generate it with scripts/generate_demos.py)")
+    obs_keys = list(obs_keys)
+    if not use_cache:
+        return read_robomimic_hdf5(path, obs_keys, abs_action)
+    cache = cache_path(path, obs_keys, abs_action)
+    if cache.exists():
+        return ReplayBuffer.load(cache)
+    buffer = read_robomimic_hdf5(path, obs_keys, abs_action)
+    buffer.save(cache)
+    return buffer

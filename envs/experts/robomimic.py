@@ -1,0 +1,197 @@
+"""Demo generation for Lift, Can and ToolHang in robomimic's HDF5 layout.
+
+    data                 attrs: env_args (JSON: env_name, type 1 = robosuite, env_kwargs), total
+    data/demo_i          attrs: num_samples, seed
+        obs/<key>        (T, ...) object, robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos [, <camera>_image]
+        actions          (T, 7)   delta actions (robomimic's convention)
+        states           (T, S)   flat MuJoCo states, the state each action was taken from
+        rewards, dones   (T,)
+    mask/train, mask/valid      demo names
+
+Episodes are generated state-only (fast); image observations are re-rendered from the stored states in a second
+pass with the evaluation renderer, so training and evaluation images match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from envs.experts.robomimic_servo import Perturbation
+from envs.robomimic import TASKS, RobomimicEnv, canonical_env_name, robosuite_kwargs
+
+TEST_SEED_START = 100_000  # evaluation seeds; demos never use them
+ROBOSUITE_ENV_TYPE = 1  # robomimic's EnvType.ROBOSUITE_TYPE
+
+
+def _expert(env_name: str):
+    if env_name == "Lift":
+        from envs.experts.robomimic_lift_can import lift_expert
+
+        return lift_expert, 45
+    if env_name == "PickPlaceCan":
+        from envs.experts.robomimic_lift_can import can_expert
+
+        return can_expert, 120
+    from envs.experts.robomimic_tool_hang import tool_hang_expert
+
+    return tool_hang_expert, 400
+
+
+def run_expert_episode(env: RobomimicEnv, seed: int, perturb_prob: float = 0.3, extra_steps: int = 3) -> dict:
+    """One expert episode from reset(seed); returns its record and whether it succeeded."""
+    expert, typical_len = _expert(env.env_name)
+    rng = np.random.default_rng([seed, 7])
+    env.reset(seed=seed)
+    perturbation = Perturbation.sample(rng, 3, int(0.5 * typical_len)) if rng.random() < perturb_prob else None
+    states, actions, obs, rewards = [], [], [], []
+    policy, success_at, n_free = expert(env, rng), None, 0
+    for t in range(env.max_steps):
+        try:
+            action, perturbable = next(policy)
+        except StopIteration:
+            break
+        if perturbation is not None and perturbable:  # the perturbation clock runs in free-space steps only
+            action = perturbation.apply(n_free, action, rng)
+            n_free += 1
+        states.append(env.get_state())
+        obs.append(env.raw_obs())
+        actions.append(action)
+        _, reward, _, _, info = env.step(action)
+        rewards.append(reward)
+        if info["is_success"] and success_at is None:
+            success_at = t
+        if success_at is not None and t >= success_at + extra_steps:
+            break
+    return {
+        "success": success_at is not None and rewards[-1] > 0,
+        "seed": seed,
+        "perturbed": perturbation is not None,
+        "states": np.array(states),
+        "actions": np.array(actions, dtype=np.float64),
+        "obs": {k: np.stack([o[k] for o in obs]) for k in obs[0]},
+        "rewards": np.array(rewards, dtype=np.float64),
+    }
+
+
+def env_args_json(env_name: str) -> str:
+    kwargs = robosuite_kwargs(env_name, abs_action=False)
+    name = kwargs.pop("env_name")
+    return json.dumps({"env_name": name, "type": ROBOSUITE_ENV_TYPE, "env_version": "1.5.2", "env_kwargs": kwargs})
+
+
+def write_episodes(path: Path, env_name: str, episodes: list[dict], valid_ratio: float = 0.1) -> None:
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["env_args"] = env_args_json(env_name)
+        data.attrs["total"] = int(sum(len(e["actions"]) for e in episodes))
+        names = []
+        for i, ep in enumerate(episodes):
+            g = data.create_group(f"demo_{i}")
+            g.attrs["num_samples"] = len(ep["actions"])
+            g.attrs["seed"] = ep["seed"]
+            for k, v in ep["obs"].items():
+                g.create_dataset(f"obs/{k}", data=v)
+            g.create_dataset("actions", data=ep["actions"])
+            g.create_dataset("states", data=ep["states"])
+            g.create_dataset("rewards", data=ep["rewards"])
+            dones = np.zeros(len(ep["actions"]), dtype=np.int64)
+            dones[-1] = 1
+            g.create_dataset("dones", data=dones)
+            names.append(f"demo_{i}")
+        n_valid = int(round(valid_ratio * len(names)))
+        f.create_dataset("mask/valid", data=np.array(names[len(names) - n_valid:], dtype="S"))
+        f.create_dataset("mask/train", data=np.array(names[: len(names) - n_valid], dtype="S"))
+
+
+def add_images(path: str | Path, camera_names: list[str] | None = None, image_size: int | None = None) -> float:
+    """Render <camera>_image observations for every stored state of an HDF5 file, in place; returns seconds."""
+    start = time.time()
+    with h5py.File(path, "r+") as f:
+        env_name = json.loads(f["data"].attrs["env_args"])["env_name"]
+        env = RobomimicEnv(env_name, obs_type="visual", abs_action=False, camera_names=camera_names,
+                           image_size=image_size)
+        env.reset(seed=0)
+        demos = sorted(f["data"].keys(), key=lambda s: int(s.split("_")[-1]))
+        for name in tqdm(demos, desc=f"render {env_name} images"):
+            states = f[f"data/{name}/states"][:]
+            frames = {f"{c}_image": [] for c in env.camera_names}
+            for s in states:
+                env.set_state(s)
+                for k, img in env.render_cameras().items():
+                    frames[k].append(img)
+            for k, v in frames.items():
+                key = f"data/{name}/obs/{k}"
+                if key in f:
+                    del f[key]
+                f.create_dataset(key, data=np.stack(v), chunks=(1, *v[0].shape), compression="gzip", compression_opts=4)
+        env.close()
+    return time.time() - start
+
+
+def generate(env_name: str, out_path: str | Path, n: int, seed: int = 0, render_images: bool = False,
+             camera_names: list[str] | None = None, image_size: int | None = None, perturb_prob: float = 0.3,
+             max_attempts_factor: float = 3.0, valid_ratio: float = 0.1) -> dict:
+    """Run the expert until ``n`` successful episodes (seeds seed, seed+1, ...); write them atomically."""
+    env_name = canonical_env_name(env_name)
+    max_attempts = int(np.ceil(n * max_attempts_factor))
+    if seed < 0 or seed + max_attempts > TEST_SEED_START:
+        raise ValueError(f"demo seeds {seed}..{seed + max_attempts} would overlap the test seeds {TEST_SEED_START}+")
+    out_path = Path(out_path)
+    env = RobomimicEnv(env_name, obs_type="state", abs_action=False, max_steps=TASKS[env_name]["max_steps"])
+    episodes, attempts, start = [], 0, time.time()
+    with tqdm(total=n, desc=f"{env_name} expert demos") as bar:
+        while len(episodes) < n and attempts < max_attempts:
+            ep = run_expert_episode(env, seed + attempts, perturb_prob)
+            attempts += 1
+            if ep["success"]:
+                episodes.append(ep)
+                bar.update(1)
+            bar.set_postfix(success_rate=f"{len(episodes) / attempts:.2f}")
+    env.close()
+    if len(episodes) < n:
+        raise RuntimeError(f"{env_name}: only {len(episodes)} of {n} demos succeeded in {attempts} attempts")
+    gen_seconds = time.time() - start
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        write_episodes(Path(tmp), env_name, episodes, valid_ratio)
+        render_seconds = add_images(tmp, camera_names, image_size) if render_images else 0.0
+        shutil.move(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    lengths = np.array([len(e["actions"]) for e in episodes])
+    return {
+        "env_name": env_name,
+        "n_demos": n,
+        "attempts": attempts,
+        "success_rate": n / attempts,
+        "mean_length": float(lengths.mean()),
+        "max_length": int(lengths.max()),
+        "perturbed_fraction": float(np.mean([e["perturbed"] for e in episodes])),
+        "generate_seconds": gen_seconds,
+        "render_seconds": render_seconds,
+        "path": str(out_path),
+    }
+
+
+def generate_lift(out_path, n, seed=0, render_images=False, **kwargs) -> dict:
+    return generate("Lift", out_path, n, seed, render_images, **kwargs)
+
+
+def generate_can(out_path, n, seed=0, render_images=False, **kwargs) -> dict:
+    return generate("PickPlaceCan", out_path, n, seed, render_images, **kwargs)
+
+
+def generate_tool_hang(out_path, n, seed=0, render_images=False, **kwargs) -> dict:
+    return generate("ToolHang", out_path, n, seed, render_images, **kwargs)

@@ -1,0 +1,290 @@
+"""Lift, Can and ToolHang (robosuite 1.5.2, Panda, OSC_POSE at 20 Hz) with Diffusion Policy's observation layout.
+
+- obs_type "state":  {"obs": concat(object, robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos)}  (19 / 23 / 53-D)
+- obs_type "visual": {<camera>_image: uint8 (H, W, 3), robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos}
+  with no object state (as robomimic's image datasets).
+- abs_action False: robomimic's 7-D delta [dpos / 0.05 m, axis-angle drot / 0.5 rad, gripper], world axes.
+  abs_action True: Diffusion Policy's 10-D [world position 3, rotation-6D 6, gripper 1] of the grip site.
+
+Images are rendered by our own mujoco.Renderer with MSAA, shadows and reflections off (the expensive part of
+rendering on a CPU, REFERENCE 5); demos re-rendered from stored states use the same function, so training and
+evaluation images match. mujoco.Renderer returns rows top-down, so images are the right way up.
+"""
+
+from __future__ import annotations
+
+import os
+
+if "MUJOCO_GL" not in os.environ:  # must be decided before mujoco is imported; EGL only works with a GPU
+    os.environ["MUJOCO_GL"] = "egl" if os.path.exists("/dev/nvidia0") else "osmesa"
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+
+from drifting_policy.data.rotation import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix  # noqa: E402
+
+# robosuite env name -> defaults (aliases let task configs use the benchmark's short names)
+TASKS = {
+    "Lift": {"max_steps": 400, "cameras": ("agentview", "robot0_eye_in_hand"), "image_size": 84},
+    "PickPlaceCan": {"max_steps": 400, "cameras": ("agentview", "robot0_eye_in_hand"), "image_size": 84},
+    "ToolHang": {"max_steps": 700, "cameras": ("sideview", "robot0_eye_in_hand"), "image_size": 240},
+}
+ALIASES = {"lift": "Lift", "can": "PickPlaceCan", "tool_hang": "ToolHang"}
+OBJECT_DIM = {"Lift": 10, "PickPlaceCan": 14, "ToolHang": 44}
+PROPRIO_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
+PROPRIO_DIMS = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2}
+STATE_KEYS = ("object", *PROPRIO_KEYS)  # Diffusion Policy's low-dim obs order
+MODEL_SEED = 0
+
+
+def canonical_env_name(env_name: str) -> str:
+    name = ALIASES.get(env_name, env_name)
+    if name not in TASKS:
+        raise ValueError(f"unknown robomimic env '{env_name}'; expected one of {sorted(TASKS)} or {sorted(ALIASES)}")
+    return name
+
+
+def controller_config(abs_action: bool) -> dict:
+    """Panda's default BASIC composite controller (OSC_POSE arm); absolute targets read in the world frame."""
+    from robosuite.controllers import load_composite_controller_config
+
+    cfg = load_composite_controller_config(controller="BASIC", robot="Panda")
+    if abs_action:
+        arm = cfg["body_parts"]["right"] if "right" in cfg["body_parts"] else cfg["body_parts"]["arms"]["right"]
+        arm["input_type"] = "absolute"
+        arm["input_ref_frame"] = "world"
+    return cfg
+
+
+def robosuite_kwargs(env_name: str, abs_action: bool = False) -> dict:
+    """The keyword arguments of suite.make (stored as env_args in our HDF5 files)."""
+    return {
+        "env_name": canonical_env_name(env_name),
+        "robots": "Panda",
+        "controller_configs": controller_config(abs_action),
+        "control_freq": 20,
+        "reward_shaping": False,
+        "use_object_obs": True,
+        "use_camera_obs": False,  # cameras are rendered by FastCameras
+        "has_renderer": False,
+        "has_offscreen_renderer": False,
+        "ignore_done": True,
+        "hard_reset": False,  # keeps one MjModel, so our renderers stay valid across resets
+    }
+
+
+def make_robosuite(env_name: str, abs_action: bool = False, seed: int | None = None):
+    import robosuite as suite
+
+    kwargs = robosuite_kwargs(env_name, abs_action)
+    name = kwargs.pop("env_name")
+    # Model building draws from env.rng (e.g. Lift's cube size in [0.020, 0.022] m): a fixed seed gives every
+    # process the same model, so stored states restore exactly; episodes are re-seeded in reset().
+    return suite.make(name, horizon=10_000, seed=MODEL_SEED if seed is None else seed, **kwargs)
+
+
+def reseed(rs_env, seed: int) -> None:
+    """Re-seed robosuite in place: the placement samplers and robot hold references to env.rng."""
+    rs_env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+
+
+class FastCameras:
+    """Offscreen renders of named cameras at (H, W) with MSAA, shadows and reflections off."""
+
+    def __init__(self, rs_env, height: int, width: int):
+        import mujoco
+
+        self._mujoco = mujoco
+        self.rs_env = rs_env
+        model = rs_env.sim.model._model
+        model.vis.quality.offsamples = 0  # read when the GL context is made: no multisample buffer
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+        self.renderer = mujoco.Renderer(model, height=height, width=width)
+
+    def render(self, camera: str) -> np.ndarray:
+        mj = self._mujoco
+        self.renderer.update_scene(self.rs_env.sim.data._data, camera=camera)
+        # scene flags, re-applied at every render because resets may rebuild the scene options
+        self.renderer.scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = 0
+        self.renderer.scene.flags[mj.mjtRndFlag.mjRND_REFLECTION] = 0
+        return self.renderer.render().copy()
+
+    def close(self) -> None:
+        # mujoco's Renderer.close frees its GL context BEFORE its MjrContext, so the MjrContext's GL objects get
+        # deleted in whichever context is current, i.e. another env's renderer (garbage images there). Free the
+        # MjrContext inside our own context first.
+        r, self.renderer = self.renderer, None
+        if r is None:
+            return
+        if r._gl_context is not None and r._mjr_context is not None:
+            r._gl_context.make_current()
+            r._mjr_context.free()
+            r._mjr_context = None
+        r.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the GL library may already be gone
+            pass
+
+
+class RobomimicEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        env_name: str = "Lift",
+        obs_type: str = "state",
+        abs_action: bool = True,
+        camera_names: list[str] | None = None,
+        image_size: int | None = None,
+        max_steps: int | None = None,
+        render_mode: str | None = None,
+        render_size: int = 256,
+        render_camera: str | None = None,
+        terminate_on_success: bool = False,
+    ):
+        self.env_name = canonical_env_name(env_name)
+        if obs_type not in ("state", "visual"):
+            raise ValueError(f"obs_type must be 'state' or 'visual', got '{obs_type}'")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got '{render_mode}'")
+        task = TASKS[self.env_name]
+        self.obs_type, self.abs_action, self.render_mode = obs_type, bool(abs_action), render_mode
+        self.camera_names = list(camera_names or task["cameras"])
+        self.image_size = int(image_size or task["image_size"])
+        self.max_steps = int(max_steps or task["max_steps"])
+        self.render_size, self.render_camera = render_size, render_camera or self.camera_names[0]
+        # DP runs every episode to the horizon (score = max over the episode); stopping at success gives the same
+        # score in fewer steps
+        self.terminate_on_success = bool(terminate_on_success)
+
+        self.rs_env = make_robosuite(self.env_name, self.abs_action)
+        self._cameras = FastCameras(self.rs_env, self.image_size, self.image_size) if obs_type == "visual" else None
+        self._video = None  # built lazily: most rollouts never render a video frame
+        self._t = 0
+        self._raw: dict[str, np.ndarray] = {}
+
+        if obs_type == "state":
+            dim = OBJECT_DIM[self.env_name] + 9
+            self.observation_space = spaces.Dict({"obs": spaces.Box(-np.inf, np.inf, (dim,), np.float32)})
+        else:
+            s = self.image_size
+            obs = {f"{c}_image": spaces.Box(0, 255, (s, s, 3), np.uint8) for c in self.camera_names}
+            obs |= {k: spaces.Box(-np.inf, np.inf, (PROPRIO_DIMS[k],), np.float32) for k in PROPRIO_KEYS}
+            self.observation_space = spaces.Dict(obs)
+        if self.abs_action:
+            # world-frame grip-site position (generous workspace box), rotation 6D, gripper
+            low = np.array([-1.0, -1.0, 0.5] + [-1.0] * 7, np.float32)
+            high = np.array([1.0, 1.0, 1.6] + [1.0] * 7, np.float32)
+            self.action_space = spaces.Box(low, high, dtype=np.float32)
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (7,), np.float32)
+
+    # ---------------------------------------------------------------- observations
+    def raw_obs(self) -> dict[str, np.ndarray]:
+        """robomimic-named low-dim observations of the current state (object, eef pos/quat, gripper qpos)."""
+        o = self._raw
+        return {
+            "object": np.asarray(o["object-state"], np.float32),
+            **{k: np.asarray(o[k], np.float32) for k in PROPRIO_KEYS},
+        }
+
+    def render_cameras(self) -> dict[str, np.ndarray]:
+        return {f"{c}_image": self._cameras.render(c) for c in self.camera_names}
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        raw = self.raw_obs()
+        if self.obs_type == "state":
+            return {"obs": np.concatenate([raw[k] for k in STATE_KEYS]).astype(np.float32)}
+        return {**self.render_cameras(), **{k: raw[k] for k in PROPRIO_KEYS}}
+
+    # ---------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            reseed(self.rs_env, seed)
+        self._raw = self.rs_env.reset()
+        state = (options or {}).get("reset_to_state")
+        if state is not None:
+            self.set_state(state)
+        self._t = 0
+        return self._obs(), {"score": 0.0, "is_success": False}
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Restore a flat MuJoCo state (time, qpos, qvel) as stored in robomimic HDF5 'states'.
+
+        Exact for an episode's first state, which is what train-init resets use. Two pieces of controller state are
+        not MuJoCo state: the OSC null-space target (the arm's joint positions at reset, set here from the restored
+        state) and the gripper's command ramp (zero after reset, as at an episode start).
+        """
+        sim = self.rs_env.sim
+        state = np.asarray(state, dtype=np.float64).ravel()
+        expected = sim.get_state().flatten().shape[0]
+        if state.shape[0] != expected:
+            raise ValueError(f"reset_to_state: {self.env_name} has a {expected}-D flat MuJoCo state, got {state.shape[0]}")
+        sim.set_state_from_flattened(state)
+        sim.forward()
+        ctrl = self.rs_env.robots[0].part_controllers["right"]
+        ctrl.update(force=True)
+        ctrl.update_initial_joints(ctrl.joint_pos)
+        self._raw = self.rs_env._get_observations(force_update=True)
+
+    def get_state(self) -> np.ndarray:
+        return np.asarray(self.rs_env.sim.get_state().flatten())
+
+    def to_robosuite_action(self, action: np.ndarray) -> np.ndarray:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"{self.env_name}: expected a {self.action_space.shape[0]}-D action, got {action.shape}")
+        if not self.abs_action:
+            return action
+        rotvec = matrix_to_axis_angle(rot6d_to_matrix(action[3:9]))
+        return np.concatenate([action[:3], rotvec, action[9:]])
+
+    def step(self, action):
+        self._raw, _, _, _ = self.rs_env.step(self.to_robosuite_action(action))
+        self._t += 1
+        success = bool(self.rs_env._check_success())
+        info = {"score": float(success), "is_success": success}
+        return self._obs(), float(success), success and self.terminate_on_success, self._t >= self.max_steps, info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._video is None:
+            self._video = FastCameras(self.rs_env, self.render_size, self.render_size)
+        return self._video.render(self.render_camera)
+
+    def close(self):
+        for cams in (self._cameras, self._video):
+            if cams is not None:
+                cams.close()
+        self._cameras = self._video = None
+        self.rs_env.close()
+
+
+def grip_site_pose(rs_env) -> tuple[np.ndarray, np.ndarray]:
+    """World position and rotation matrix of the controller's reference site (the grip site)."""
+    ctrl = rs_env.robots[0].part_controllers["right"]
+    ctrl.update(force=True)
+    return np.array(ctrl.ref_pos), np.array(ctrl.ref_ori_mat)
+
+
+def delta_to_world_goal(rs_env, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The world-frame goal pose the delta OSC controller sets for ``delta`` (7-D) from the current sim state.
+
+    Mirrors robosuite's "achieved" goal update in the base frame: goal = current pose moved by the scaled delta,
+    expressed in the base frame, mapped back to the world.
+    """
+    ctrl = rs_env.robots[0].part_controllers["right"]
+    ctrl.update(force=True)
+    scaled = ctrl.scale_action(np.clip(np.asarray(delta[:6], np.float64), ctrl.input_min, ctrl.input_max))
+    r_base = np.asarray(ctrl.origin_ori)
+    pos = np.asarray(ctrl.ref_pos) + r_base @ scaled[:3]
+    rot = r_base @ axis_angle_to_matrix(scaled[3:6]) @ r_base.T @ np.asarray(ctrl.ref_ori_mat)
+    return pos, rot
