@@ -1,0 +1,131 @@
+"""Conditional multimodality study (issue 9): does a method keep every mode when each demo has ONE action?
+
+    nice -n 10 python scripts/toy_multimodal.py [--workers 2] [--tasks balanced2 prop2 three] [--seeds 0 1 2]
+
+o ~ U[0, 1], 2,000 demos, 2-D actions, a 3-layer MLP, 4k Adam steps, EMA weights. Methods: MSE-BC, DDPM (100
+steps), drifting with per-observation positives (`self`, G in 2, 4, 8) and with the demos of the k nearest
+observations in the batch (`knn`, k in 4, 16, G = 8). Results go to docs/toys/multimodal_results.jsonl (one line
+per run; finished runs are skipped on a rerun), then docs/toys/multimodal.md (table) and multimodal.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drifting_policy import toys
+
+METHODS = {  # name -> train_conditional keyword arguments
+    "mse": dict(method="mse"),
+    "ddpm": dict(method="ddpm"),
+    "self G=2": dict(method="drift", g=2, k=1),
+    "self G=4": dict(method="drift", g=4, k=1),
+    "self G=8": dict(method="drift", g=8, k=1),
+    "knn k=4 G=8": dict(method="drift", g=8, k=4),
+    "knn k=16 G=8": dict(method="drift", g=8, k=16),
+}
+EVAL_OBS = torch.linspace(0.0025, 0.9975, 200)  # 200 observations x 64 samples each
+PLOT_OBS = torch.tensor([0.1, 0.5, 0.9])
+
+
+def run_one(job):
+    task, name, seed, common = job
+    torch.set_num_threads(1)
+    t = time.time()
+    sample = toys.train_conditional(task, seed=seed, **METHODS[name], **common)
+    metrics = toys.multimodal_metrics(task, EVAL_OBS, sample(EVAL_OBS, 64), torch.Generator().manual_seed(seed))
+    row = {"task": task, "method": name, "seed": seed, **metrics, "seconds": round(time.time() - t, 1)}
+    return row, sample(PLOT_OBS, 200).numpy().tolist()
+
+
+def table(rows: list[dict], tasks: list[str]) -> str:
+    lines = ["| method | " + " | ".join(f"{t}: hit / between / mode TV / energy" for t in tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for name in METHODS:
+        cells = []
+        for task in tasks:
+            rs = [r for r in rows if r["task"] == task and r["method"] == name]
+            if not rs:
+                cells.append("-")
+                continue
+            mean = {k: np.mean([r[k] for r in rs]) for k in ("hit", "between", "mode_tv", "energy")}
+            kept = sum(r["hit"] >= 0.9 and r["between"] <= 0.1 for r in rs)
+            hits = "/".join(f"{r['hit']:.2f}" for r in sorted(rs, key=lambda r: r["seed"]))
+            cells.append(f"{mean['hit']:.2f} / {mean['between']:.2f} / {mean['mode_tv']:.2f} / {mean['energy']:.3f}"
+                         f" (hit per seed {hits}; kept {kept}/{len(rs)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(samples: dict, tasks: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(tasks), len(METHODS), figsize=(2.2 * len(METHODS), 2.3 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        centres = toys.mode_centres(task, PLOT_OBS)
+        for j, name in enumerate(METHODS):
+            ax = axes[i, j]
+            x = samples.get((task, name))
+            for c, colour in enumerate(("tab:blue", "tab:orange", "tab:green")):
+                if x is not None:
+                    ax.scatter(*np.asarray(x[c]).T, s=2, alpha=0.3, color=colour)
+                ax.scatter(*centres[c].T, marker="x", s=30, color="k")
+            ax.set(xlim=(-1, 1), ylim=(-1, 1), xticks=[], yticks=[], aspect="equal")
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(task, fontsize=8)
+    fig.suptitle("samples at o = 0.1 / 0.5 / 0.9 (blue / orange / green), seed 0, EMA; x = true modes", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=list(toys.TASKS), choices=toys.TASKS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--workers", type=int, default=1, help="processes (one thread each)")
+    p.add_argument("--out", type=Path, default=Path("docs/toys"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "multimodal_results.jsonl"
+    rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    done = {(r["task"], r["method"], r["seed"]) for r in rows}
+    common = dict(steps=args.steps, batch=args.batch, hidden=args.hidden, lr=args.lr)
+    jobs = [(t, m, s, common) for t in args.tasks for s in args.seeds for m in args.methods if (t, m, s) not in done]
+    samples = {}
+    from tqdm import tqdm
+
+    with mp.get_context("spawn").Pool(args.workers) as pool, results.open("a") as f:
+        for row, x in tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="toy_multimodal runs"):
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            rows.append(row)
+            if row["seed"] == min(args.seeds):
+                samples[(row["task"], row["method"])] = x
+            print(json.dumps(row), flush=True)
+    tasks = [t for t in toys.TASKS if any(r["task"] == t for r in rows)]
+    header = (f"Settings: {json.dumps(common)}, 2,000 demos, EMA 0.999, 200 eval observations x 64 samples.\n"
+              "Cells: mean over seeds of hit / between / per-observation mode TV / energy distance.\n\n")
+    (args.out / "multimodal.md").write_text(header + table(rows, tasks) + "\n")
+    if samples:
+        plot(samples, tasks, args.out / "multimodal.png")
+    print(table(rows, tasks))
+
+
+if __name__ == "__main__":
+    main()
