@@ -182,7 +182,7 @@ class PushTExpert:
 
     def __init__(self, rng: np.random.Generator, top_k: int = 3, contact_fraction: float = 0.6,
                  directions_deg: tuple[float, ...] = (-25.0, 0.0, 25.0), gap: float = 4.0, time_weight: float = 0.005,
-                 waypoint_tol: float = 8.0, start_tol: float = 4.0):
+                 waypoint_tol: float = 8.0, start_tol: float = 4.0, lead: float | None = 60.0):
         self.rng = rng
         self.top_k = top_k
         self.contact_fraction = contact_fraction
@@ -192,6 +192,7 @@ class PushTExpert:
         # how close the agent must come to a path corner before heading on, and to the push start before pushing
         # (the push is re-simulated from wherever the agent then is, so no need to settle exactly)
         self.waypoint_tol, self.start_tol = waypoint_tol, start_tol
+        self.lead = lead
         self.sim = PushSimulator()
         self.reset()
 
@@ -278,9 +279,14 @@ class PushTExpert:
         if len(self.waypoints) == 1 and np.linalg.norm(self.waypoints[0] - agent) < self.start_tol:
             self._commit_push(env)
             self.waypoints = []
-            return self.act(env)
+            # an empty push (the re-simulation found it useless) holds still for a step, then replans
+            return np.clip(self.queue.pop(0) if self.queue else agent, 0.0, 512.0)
         self.approach_steps += 1
-        return np.clip(self.waypoints[0], 0.0, 512.0)
+        target = self.waypoints[0]
+        if self.lead is not None and np.linalg.norm(target - agent) > self.lead:
+            # a target at most `lead` px ahead of the agent, like a hand moving the cursor, not a jump across the scene
+            target = agent + (target - agent) * (self.lead / np.linalg.norm(target - agent))
+        return np.clip(target, 0.0, 512.0)
 
 
 TEST_SEEDS = range(100000, 100050)  # the benchmark's evaluation seeds: never used for demonstrations
@@ -324,7 +330,7 @@ def generate(out_path, n: int, seed: int = 0, render_images: bool = True, max_st
         raise ValueError(f"pusht generate: n must be >= 1, got {n}")
     max_attempts = max_attempts if max_attempts is not None else 2 * n + 10
     env = PushTEnv(obs_type="visual" if render_images else "state", max_steps=max_steps)
-    buffer = ReplayBuffer()
+    episodes = []
     lengths, kept_seeds, attempts, episode_seed = [], [], 0, seed
     start = time.perf_counter()
     with tqdm(total=n, desc="pusht demos", unit="ep") as bar:
@@ -338,13 +344,15 @@ def generate(out_path, n: int, seed: int = 0, render_images: bool = True, max_st
             success, episode = run_episode(env, expert, episode_seed, render_images)
             attempts += 1
             if success:
-                buffer.add_episode(episode)
+                episodes.append(episode)
                 lengths.append(len(episode["action"]))
                 kept_seeds.append(episode_seed)
                 bar.update(1)
             episode_seed += 1
             bar.set_postfix(success_rate=f"{len(lengths) / attempts:.3f}")
-    buffer.save(out_path)
+    # one concatenation at the end: appending to the buffer per episode copies every image again each time
+    data = {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
+    ReplayBuffer(data, np.cumsum(lengths)).save(out_path)
     seconds = time.perf_counter() - start
     return {"n_episodes": n, "attempts": attempts, "success_rate": n / attempts,
             "mean_length": float(np.mean(lengths)), "seconds": seconds, "seconds_per_episode": seconds / attempts,
