@@ -109,6 +109,7 @@ class KitchenEnv(gym.Env):
         self._t = 0
         self._completed: list[str] = []
         self._last_robot_qpos = self.init_qpos[:N_ROBOT].copy()
+        self._set_state(np.concatenate([self.init_qpos, self.init_qvel]))  # render() works before the first reset
 
     # ---------------------------------------------------------------- state
     def get_state(self) -> np.ndarray:
