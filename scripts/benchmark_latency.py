@@ -1,0 +1,68 @@
+"""predict_action latency at batch 1: drifting (1 NFE) vs Diffusion Policy DDPM-100 and DDIM-10, for each task's
+cpu-scale and paper-scale networks. Weights are freshly initialised (latency does not depend on their values).
+
+    python scripts/benchmark_latency.py [tasks=pusht_state,pusht_visual] [threads=2] [device=cpu] [out=docs/benchmark/latency.json]
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from drifting_policy.config import apply_scale
+from drifting_policy.evaluation.latency import measure_latency
+from drifting_policy.training.trainer import build_policy
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+HEADS = [("drifting", {}), ("diffusion", {"sampler": "ddpm", "num_inference_steps": 100}),
+         ("diffusion", {"sampler": "ddim", "num_inference_steps": 10})]
+
+
+def compose(task: str, policy: str, scale: str, extra: dict):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = hydra_compose("train_policy", overrides=[f"task={task}", f"policy={policy}", f"scale={scale}"])
+    cfg = apply_scale(cfg)
+    cfg.policy.update(extra)
+    return cfg
+
+
+def main(argv):
+    args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
+    tasks = str(args.get("tasks", "pusht_state,pusht_visual")).split(",")
+    torch.set_num_threads(int(args.get("threads", os.cpu_count())))
+    device = torch.device(args.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
+    rows = []
+    for task in tasks:
+        for scale in ("cpu", "paper"):
+            for name, extra in HEADS:
+                cfg = compose(task, name, scale, extra)
+                torch.manual_seed(0)
+                policy = build_policy(cfg)
+                meta = cfg.task.shape_meta
+                low = {k: np.random.randn(16, m.shape[0]) for k, m in meta.obs.items() if m.type == "low_dim"}
+                policy.normalizer.fit(low | {"action": np.random.randn(16, meta.action.shape[0])})
+                row = {"task": task, "scale": scale, "policy": name if name == "drifting" else extra["sampler"] +
+                       f"-{extra['num_inference_steps']}", "down_dims": list(cfg.policy.down_dims)}
+                row |= measure_latency(policy.to(device), n_warmup=3, n_calls=int(args.get("calls", 30)))
+                rows.append(row)
+                print(f"{task:14s} {scale:5s} {row['policy']:9s} predict {row['predict_action_ms']:9.2f} ms  encode "
+                      f"{row['encode_ms']:7.2f}  generate {row['generate_ms']:9.2f}  backbone fwd "
+                      f"{row['backbone_forward_ms']:7.2f}  NFE {row['nfe']:3d}  backbone {row['params_backbone_M']:.1f}M",
+                      flush=True)
+    out = Path(args.get("out", "docs/benchmark/latency.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"device": str(device), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "command": "python scripts/benchmark_latency.py " + " ".join(argv)}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
