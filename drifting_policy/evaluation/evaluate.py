@@ -38,7 +38,7 @@ def evaluate_checkpoint(checkpoint, n_episodes: int = 50, seed_start: int = 1000
     results = rollout(policy, env_factory(cfg.task), resets, cfg.task.n_obs_steps, cfg.task.n_action_steps,
                       n_videos=n_videos, video_dir=out / "videos", batch_size=cfg.task.eval.get("batch_size", 50),
                       desc="eval")
-    summary = summarize(results, cfg.task.eval.get("n_stages"))
+    summary = summarize(results, cfg.task.eval.get("n_stages"), cfg.task.eval.get("mode_statistics"))
     summary |= {"checkpoint": str(resolve_checkpoint(checkpoint)), "task": cfg.task.name, "policy": cfg.policy.name,
                 "seed_start": seed_start, "torch_threads": torch.get_num_threads()}
     if sampler:

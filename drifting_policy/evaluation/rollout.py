@@ -7,6 +7,7 @@ scores each as Diffusion Policy does: the maximum of ``info["score"]`` over the 
 
 from __future__ import annotations
 
+import importlib
 from collections import deque
 from pathlib import Path
 
@@ -118,8 +119,9 @@ def rollout(policy, make_env, resets: list[dict], n_obs_steps: int, n_action_ste
     return results
 
 
-def summarize(results: list[dict], n_stages: int | None = None) -> dict:
-    """Mean score, success rate, mean length and p_n (fraction of episodes completing >= n of ``n_stages``)."""
+def summarize(results: list[dict], n_stages: int | None = None, mode_statistics: str | None = None) -> dict:
+    """Mean score, success rate, mean length, p_n (fraction of episodes completing >= n of ``n_stages``) and, for
+    multimodal tasks, the task's mode split (``mode_statistics``: "module:function" over the episodes' final infos)."""
     scores = np.array([r["score"] for r in results])
     summary = {"n_episodes": len(results), "mean_score": float(scores.mean()),
                "success_rate": float(np.mean([r["success"] for r in results])),
@@ -127,4 +129,7 @@ def summarize(results: list[dict], n_stages: int | None = None) -> dict:
     n_completed = np.array([r["n_completed"] for r in results])
     for n in range(1, (n_stages or int(n_completed.max(initial=0))) + 1):
         summary[f"p{n}"] = float((n_completed >= n).mean())
+    if mode_statistics:
+        module, name = mode_statistics.split(":")
+        summary |= {f"mode/{k}": v for k, v in getattr(importlib.import_module(module), name)(results).items()}
     return summary

@@ -160,9 +160,9 @@ class Trainer:
                           desc=f"eval epoch {epoch}")
         test = [r for r in results if "seed" in r["reset"]]
         train = [r for r in results if "seed" not in r["reset"]]
-        out = {f"test/{k}": v for k, v in summarize(test, ev.get("n_stages")).items()}
+        out = {f"test/{k}": v for k, v in summarize(test, ev.get("n_stages"), ev.get("mode_statistics")).items()}
         if train:
-            out |= {f"train/{k}": v for k, v in summarize(train, ev.get("n_stages")).items()}
+            out |= {f"train/{k}": v for k, v in summarize(train, ev.get("n_stages"), ev.get("mode_statistics")).items()}
         return out
 
     def _checkpoint(self, epoch: int, score: float | None) -> None:
