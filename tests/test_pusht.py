@@ -7,7 +7,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from drifting_policy.data.replay_buffer import ReplayBuffer
-from envs.experts.pusht import PushTExpert, generate, run_episode
+from envs.experts.pusht import PushSimulator, PushTExpert, generate, run_episode
 from envs.pusht import DP_BLOCK_KEYPOINTS, PushTEnv, block_keypoints, derive_dp_block_keypoints
 
 GOAL = (256.0, 256.0, np.pi / 4)
@@ -103,6 +103,18 @@ def test_render_returns_an_rgb_frame():
     frame = env.render()
     assert frame.shape == (128, 128, 3) and frame.dtype == np.uint8
     assert (frame[..., 0] > 200).any() and (frame[..., 1] < 50).any()  # the red action cross is drawn
+
+
+def test_private_simulator_predicts_the_env():
+    env = PushTEnv()
+    env.reset(seed=4)
+    start_pose, agent = env.block_pose(), np.array(env.agent.position)
+    targets = agent + np.linspace(0, 1.6, 20)[1:, None] * (start_pose[:2] - agent)  # drive through the block
+    predicted = PushSimulator().rollout(start_pose, env.agent.position, env.agent.velocity, targets)
+    for target, pose in zip(targets, predicted, strict=True):
+        env.step(target)
+        np.testing.assert_allclose(env.block_pose(), pose, atol=1e-6)
+    assert np.linalg.norm(env.block_pose()[:2] - start_pose[:2]) > 20  # the block was really pushed
 
 
 @pytest.mark.parametrize("seed", [1, 2])
