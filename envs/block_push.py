@@ -59,7 +59,7 @@ def _yaw(quat) -> float:
 class BlockPushEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
-    def __init__(self, abs_action: bool = True, max_steps: int = 350, render_mode: str | None = None,
+    def __init__(self, abs_action: bool = True, max_steps: int = 350, render_mode: str | None = "rgb_array",
                  render_size: tuple[int, int] = (192, 256)):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"BlockPushEnv: render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -263,6 +263,7 @@ class BlockPushEnv(gym.Env):
 
     # ------------------------------------------------------------------ render
     def render(self):
+        """An RGB frame (rendered only when called, so the default render_mode costs nothing until then)."""
         if self.render_mode != "rgb_array":
             return None
         h, w = self.render_size
