@@ -63,3 +63,11 @@ def test_pixel_encoder_folds_patches_to_latent_resolution():
     assert maps[0].shape[-2:] == (8, 8)
     loss, _ = enc.mae_loss(torch.randn(1, 3, 64, 64))
     assert torch.isfinite(loss)
+
+
+def test_loc_max_size_drops_only_the_per_location_sets_of_large_maps():
+    enc = LatentMAE(1, width=8, blocks=(2, 2, 2, 2)).eval()
+    x = torch.randn(2, 3, 1, 32, 32)
+    full, cpu = feature_sets(x, enc), feature_sets(x, enc, loc_max_size=8)
+    assert set(full) - set(cpu) == {"f0/loc", "f1/loc", "f2/loc"}
+    torch.testing.assert_close(cpu["f3/loc"], full["f3/loc"])

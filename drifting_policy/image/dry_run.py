@@ -87,7 +87,8 @@ def dry_run(cfg) -> dict:
               f"queued per class {cq.count[:3].tolist()}, global {int(gq.count[0])}")
         report["batch_shape"] = tuple(x.shape)
     with torch.device("meta"):
-        sets = feature_sets(torch.empty(1, cfg.drift.n_gen, *shape), encoder, ec.get("use_raw", True))
+        sets = feature_sets(torch.empty(1, cfg.drift.n_gen, *shape), encoder, ec.get("use_raw", True),
+                            ec.get("loc_max_size"))
     report["feature_sets"] = {k: (v.shape[0], v.shape[-1]) for k, v in sets.items()}
     print(f"feature sets: {len(sets)} drifting_loss calls, {sum(v.shape[0] for v in sets.values())} groups per class")
     d = cfg.drift

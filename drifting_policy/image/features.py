@@ -13,17 +13,20 @@ from einops import rearrange
 PATCH_SIZES = (2, 4)
 
 
-def map_sets(fmap: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+def map_sets(fmap: torch.Tensor, name: str, loc_max_size: int | None = None) -> dict[str, torch.Tensor]:
     """One feature map (G, N, C, H, W) -> its sets.
 
     - ``loc``: the C-vector at each location, groups G*H*W;
     - ``mean`` / ``std``: over all locations, groups G;
     - ``p{k}mean`` / ``p{k}std``: over each k x k patch, groups G*(H/k)*(W/k); only when the map is larger than
       the patch (otherwise it would repeat the global statistics).
-    Groups are ordered class-major (all locations of class 0 first).
+    Groups are ordered class-major (all locations of class 0 first). ``loc_max_size`` drops the per-location set
+    of maps wider than it: the paper keeps all of them; on a CPU the 32x32 ones dominate the step time.
     """
     G, N, C, H, W = fmap.shape
-    out = {f"{name}/loc": rearrange(fmap, "g n c h w -> (g h w) n c")}
+    out = {}
+    if loc_max_size is None or max(H, W) <= loc_max_size:
+        out[f"{name}/loc"] = rearrange(fmap, "g n c h w -> (g h w) n c")
     if H * W > 1:
         flat = fmap.flatten(3).float()
         out[f"{name}/mean"] = flat.mean(-1)
@@ -44,13 +47,14 @@ def raw_sets(x: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def feature_sets(x: torch.Tensor, encoder=None, use_raw: bool = True) -> dict[str, torch.Tensor]:
+def feature_sets(x: torch.Tensor, encoder=None, use_raw: bool = True, loc_max_size: int | None = None
+                 ) -> dict[str, torch.Tensor]:
     """x (G, N, C, H, W) images or latents -> every set, for a frozen ``encoder`` with ``feature_maps`` (or none)."""
     G, N = x.shape[:2]
     sets = raw_sets(x) if use_raw else {}
     if encoder is not None:
         for i, fmap in enumerate(encoder.feature_maps(x.flatten(0, 1))):
-            sets.update(map_sets(fmap.unflatten(0, (G, N)), f"f{i}"))
+            sets.update(map_sets(fmap.unflatten(0, (G, N)), f"f{i}", loc_max_size))
     if not sets:
         raise ValueError("no feature sets: give an encoder or use_raw=True")
     return sets

@@ -38,7 +38,7 @@ SIZES: dict[str, DiTSize] = {
     "B/16": DiTSize(768, 12, 12, 16, 256, 3),
     "L/16": DiTSize(1024, 24, 16, 16, 256, 3),
     "S/4-cpu": DiTSize(192, 6, 6, 4, 32, 1),
-    "T/4-cpu": DiTSize(128, 4, 4, 4, 32, 1),
+    "T/4-cpu": DiTSize(96, 4, 4, 4, 32, 1),
     "N/2-test": DiTSize(32, 2, 2, 2, 8, 1),
 }
 PAPER_PARAMS = {"B/2": 133e6, "L/2": 463e6, "B/16": 134e6, "L/16": 464e6}

@@ -20,6 +20,7 @@ def drifting_objective(
     encoder=None,
     use_raw: bool = True,
     temperatures=TEMPERATURES,
+    loc_max_size: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """gen (G, Ng, C, H, W) with grad; pos (G, Np, C, H, W); neg (G, Nu, C, H, W) unconditional negatives with
     per-class weights neg_weight (G,).
@@ -29,10 +30,10 @@ def drifting_objective(
     returns the same value; the gradient reaches only this rank's generated samples.
     """
     G, Ng = gen.shape[:2]
-    gen_sets = feature_sets(gen, encoder, use_raw)
+    gen_sets = feature_sets(gen, encoder, use_raw, loc_max_size)
     with torch.no_grad():
         real = pos if neg is None else torch.cat([pos, neg], dim=1)
-        real_sets = feature_sets(real, encoder, use_raw)
+        real_sets = feature_sets(real, encoder, use_raw, loc_max_size)
     total = gen.new_zeros((), dtype=torch.float32)
     logs: dict[str, float] = {}
     for name, g in gen_sets.items():

@@ -105,9 +105,10 @@ def train_step(model, opt, encoder, batch: dict, cfg, step: int, ema: dict | Non
         if cfg.method == "drifting":
             gen = model(batch["noise"].flatten(0, 1), labels, batch["alpha"].repeat_interleave(Ng),
                         batch["style"].flatten(0, 1))
-            use_raw = cfg.get("encoder", {}).get("use_raw", True)
+            ec = cfg.get("encoder") or {}
             loss, logs = drifting_objective(gen.unflatten(0, (G, Ng)), batch["pos"], batch.get("neg"),
-                                            batch.get("neg_weight"), encoder, use_raw)
+                                            batch.get("neg_weight"), encoder, ec.get("use_raw", True),
+                                            loc_max_size=ec.get("loc_max_size"))
             # Every rank's loss is the global mean; DDP averages gradients, so scale back up to their sum.
             scaled = loss * size
         else:
@@ -192,13 +193,14 @@ def train(cfg) -> Path:
     bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, disable=rank != 0)
     config = OmegaConf.to_container(cfg, resolve=True)
     for step in bar:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x, y = source.next(cfg.data.push_per_step)
         class_q.push(x, y)
         global_q.push(x)
         batch = step_batch(cfg, step, model, class_q, global_q, device)
         logs = train_step(net, opt, encoder, batch, cfg, step, ema)
         logs["sec_per_step"] = time.perf_counter() - t0
+        logs["cpu_sec_per_step"] = time.process_time() - c0  # this process's CPU time: load-independent
         done = step + 1
         if rank == 0 and (done % cfg.train.log_every == 0 or done == cfg.train.steps):
             log_f.write(json.dumps({"step": done, **logs}) + "\n")

@@ -67,7 +67,7 @@ def train_encoder(cfg) -> Path:
     log = open(out.with_name(out.name + "_log.jsonl"), "a") if rank == 0 else None
     bar = tqdm(range(total), desc="encoder", disable=rank != 0)
     for step in bar:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x, y = source.next(ec.batch)
         x, y = x.to(device), y.to(device)
         lr = ec.lr * min(1.0, (step + 1) / max(1, ec.get("warmup", 100)))
@@ -96,7 +96,8 @@ def train_encoder(cfg) -> Path:
                 if v.dtype.is_floating_point:
                     ema[k].lerp_(v, 1.0 - ec.get("ema", 0.999))
         if rank == 0 and ((step + 1) % cfg.train.log_every == 0 or step + 1 == total):
-            log.write(json.dumps({"step": step + 1, "lr": lr, "sec_per_step": time.perf_counter() - t0, **logs}) + "\n")
+            log.write(json.dumps({"step": step + 1, "lr": lr, "sec_per_step": time.perf_counter() - t0,
+                                  "cpu_sec_per_step": time.process_time() - c0, **logs}) + "\n")
             log.flush()
             bar.set_postfix(mae=f"{logs['mae']:.4f}")
     if rank == 0:
