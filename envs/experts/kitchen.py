@@ -160,7 +160,6 @@ VIA_Y = 0.15
 def _via(ik: IKController, pos, rot, grip):
     p, _ = ik.ee_pose()
     if p[1] > VIA_Y + 0.05 or abs(p[2] - pos[2]) > 0.15:
-        yield from _reach(ik, np.array([p[0], VIA_Y, p[2]]), rot, grip, tol=0.05, max_steps=15)
         yield from _reach(ik, np.array([pos[0], VIA_Y, pos[2]]), rot, grip, tol=0.05, max_steps=20)
 
 
@@ -291,38 +290,64 @@ def sample_tasks(rng: np.random.Generator, k: int = 4) -> list[str]:
     return [TASKS[i] for i in rng.permutation(len(TASKS))[:k]]
 
 
-def generate(out_path, n: int, seed: int = 0, n_tasks: int = 4, max_steps: int = 450, action_noise: float = 0.05,
-             jitter: float = 0.005, max_attempts_factor: int = 3, **env_kwargs) -> dict:
+_WORKER_ENV: dict = {}
+
+
+def _demo_attempt(job: tuple) -> tuple[list[str], dict]:
+    """One demo attempt (a picklable job for worker processes): (seed, n_tasks, run kwargs, env kwargs)."""
+    ep_seed, n_tasks, run_kwargs, env_kwargs = job
+    key = repr(sorted(env_kwargs.items()))
+    if key not in _WORKER_ENV:  # one env per process, reused across attempts
+        _WORKER_ENV[key] = KitchenEnv(render_mode=None, **env_kwargs)
+    tasks = sample_tasks(np.random.default_rng([ep_seed, 1]), n_tasks)
+    return tasks, run_episode(_WORKER_ENV[key], tasks, ep_seed, **run_kwargs)
+
+
+def generate(out_path, n: int, seed: int = 0, n_tasks: int = 4, max_steps: int = 600, action_noise: float = 0.05,
+             jitter: float = 0.005, max_attempts_factor: int = 3, workers: int = 1, **env_kwargs) -> dict:
     """Write ``n`` successful expert demos (all ``n_tasks`` subtasks done) in Diffusion Policy's kitchen zarr layout.
 
     data/obs (T, 60) D4RL layout, data/action (T, 9) env velocity actions, data/action_abs (T, 9) the joint-position
     targets those actions sent (DP's kitchen_lowdim_abs), data/state (T, 59) qpos+qvel for exact resets.
-    Episode i uses seed ``seed + attempt``; failed attempts are dropped and counted in the stats.
+    Attempt i uses seed ``seed + i``; failed attempts are dropped and counted in the stats. ``workers`` > 1 runs
+    attempts in that many processes; results are taken in seed order, so the dataset does not depend on it.
     """
     from drifting_policy.data.replay_buffer import ReplayBuffer
 
-    env = KitchenEnv(max_steps=max_steps, render_mode=None, **env_kwargs)
+    run_kwargs = {"action_noise": action_noise, "jitter": jitter}
+    env_kwargs = {"max_steps": max_steps, **env_kwargs}
+    jobs = ((seed + i, n_tasks, run_kwargs, env_kwargs) for i in range(max_attempts_factor * n))
+    pool = None
+    if workers > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        results = pool.imap(_demo_attempt, jobs)
+    else:
+        results = map(_demo_attempt, jobs)
     buf = ReplayBuffer()
     per_task = {t: [0, 0] for t in TASKS}  # subtask -> [done, attempted]
     attempts, lengths, orders = 0, [], []
     bar = tqdm(total=n, desc="kitchen demos")
-    while buf.n_episodes < n:
-        if attempts >= max_attempts_factor * n:
-            raise RuntimeError(f"kitchen expert: only {buf.n_episodes}/{n} successes in {attempts} attempts")
-        ep_seed = seed + attempts
-        attempts += 1
-        tasks = sample_tasks(np.random.default_rng([ep_seed, 1]), n_tasks)
-        ep = run_episode(env, tasks, ep_seed, action_noise=action_noise, jitter=jitter)
-        for t in tasks:
-            per_task[t][0] += t in ep["completed"]
-            per_task[t][1] += 1
-        if not ep["success"]:
-            continue
-        buf.add_episode({k: ep[k] for k in ("obs", "action", "action_abs", "state")})
-        lengths.append(len(ep["action"]))
-        orders.append(tasks)
-        bar.update(1)
-    bar.close()
+    try:
+        for tasks, ep in results:
+            attempts += 1
+            for t in tasks:
+                per_task[t][0] += t in ep["completed"]
+                per_task[t][1] += 1
+            if ep["success"]:
+                buf.add_episode({k: ep[k] for k in ("obs", "action", "action_abs", "state")})
+                lengths.append(len(ep["action"]))
+                orders.append(tasks)
+                bar.update(1)
+            if buf.n_episodes == n:
+                break
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    if buf.n_episodes < n:
+        raise RuntimeError(f"kitchen expert: only {buf.n_episodes}/{n} successes in {attempts} attempts")
     buf.save(out_path)
     return {
         "n_episodes": buf.n_episodes,
@@ -336,7 +361,7 @@ def generate(out_path, n: int, seed: int = 0, n_tasks: int = 4, max_steps: int =
 
 
 def evaluate_expert(n_single: int = 20, n_sequences: int = 20, seed: int = 1000, action_noise: float = 0.05,
-                    jitter: float = 0.005, max_steps: int = 450) -> dict:
+                    jitter: float = 0.005, max_steps: int = 600) -> dict:
     """Success of each subtask alone (``n_single`` seeds each) and of random 4-subtask sequences, with demo noise."""
     env = KitchenEnv(max_steps=max_steps, render_mode=None)
     out: dict = {"single": {}, "sequences": {}}
