@@ -59,7 +59,3 @@ def feature_sets(x: torch.Tensor, encoder=None, use_raw: bool = True, loc_max_si
         raise ValueError("no feature sets: give an encoder or use_raw=True")
     return sets
 
-
-def set_group_counts(sets: dict[str, torch.Tensor], n_classes: int) -> dict[str, int]:
-    """Locations per class for each set (its group count divided by the number of classes)."""
-    return {k: v.shape[0] // n_classes for k, v in sets.items()}
