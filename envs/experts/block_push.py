@@ -104,7 +104,7 @@ def _toward(frm: np.ndarray, to: np.ndarray, max_step: float) -> np.ndarray:
 
 class BlockPushOracle:
     """Closed-loop scripted pusher. ``reset(mode)`` sets the mode (first block, target of block 0), e.g. from
-    ``draw_mode``; ``act(obs)`` returns the absolute effector    target xy for a 16-D observation."""
+    ``draw_mode``; ``act(obs)`` returns the absolute effector target xy for a 16-D observation."""
 
     def reset(self, mode: tuple[int, int]) -> None:
         first, block0_target = mode
@@ -127,11 +127,10 @@ class BlockPushOracle:
             if np.linalg.norm(eff - self.retreat_to) > 0.01:
                 return _toward(command, self.retreat_to, FREE_SPEED)
             self.retreat_to = None
-        while self.stage < 2:
-            k = self.order[self.stage]
-            if np.linalg.norm(blocks[k] - targets[self.assignment[k]]) > PLACED:
-                break
+        if self.stage < 2 and np.linalg.norm(blocks[self.order[self.stage]]
+                                             - targets[self.assignment[self.order[self.stage]]]) <= PLACED:
             # Done with this block: back straight off it so the next approach starts clear of it.
+            k = self.order[self.stage]
             self.stage += 1
             self.pushing = False
             away = eff - blocks[k]
