@@ -16,8 +16,9 @@ def apply_scale(cfg, cli_overrides=()):
     """Layer the task's settings over the generic defaults, then the command line over everything.
 
     Order: train_policy.yaml + policy/*.yaml, then ``task.overrides`` (the task's paper settings for root keys such
-    as training.batch_size), then ``task.scales[scale]`` (``scale=auto``: cpu when no GPU is visible), then the
-    command-line ``key=value`` overrides again, so what the user typed always wins.
+    as training.batch_size), then ``task.scales[scale]`` (``scale=auto``: cpu when no GPU is visible), then
+    ``task.policy_overrides[<policy name>]`` (settings that only one head takes, e.g. drifting's n_samples), then
+    the command-line ``key=value`` overrides again, so what the user typed always wins.
     """
     scale = cfg.scale
     if scale == "auto":
@@ -25,7 +26,8 @@ def apply_scale(cfg, cli_overrides=()):
     scales = cfg.task.get("scales") or {}
     if scale != "paper" and scale not in scales:
         raise KeyError(f"task '{cfg.task.name}' has no scale '{scale}'; it has paper and {sorted(scales)}")
-    layers = [cfg.task.get("overrides") or {}, scales[scale] if scale != "paper" else {}]
+    per_policy = (cfg.task.get("policy_overrides") or {}).get(cfg.policy.name) or {}
+    layers = [cfg.task.get("overrides") or {}, scales[scale] if scale != "paper" else {}, per_policy]
     typed = [o for o in cli_overrides if "=" in o and o.split("=")[0].lstrip("+") not in GROUPS
              and not o.startswith(("hydra.", "~"))]
     merged = OmegaConf.merge(cfg, *layers, OmegaConf.from_dotlist([o.lstrip("+") for o in typed]))

@@ -128,3 +128,18 @@ def test_a_checkpoint_evaluates_from_eval_policy_script(tmp_path):
     assert [e["reset"]["seed"] for e in metrics["episodes"]] == [100000, 100001]
     assert (out / "videos" / "episode_000.mp4").stat().st_size > 0
     assert np.isfinite(metrics["summary"]["mean_score"])
+
+
+def test_command_line_beats_task_settings_and_per_policy_settings_apply_to_their_policy():
+    from drifting_policy.config import apply_scale
+
+    typed = ["task=pusht_visual", "scale=cpu", "training.num_epochs=7"]
+    cfg = apply_scale(compose_config(typed), typed)
+    assert cfg.training.num_epochs == 7 and cfg.scale == "cpu"
+    assert cfg.training.batch_size == 64  # pusht_visual's own setting, not the generic 256
+    OmegaConf.set_struct(cfg, False)
+    for name, expected in (("drifting", 3), ("diffusion", None)):
+        base = compose_config([f"policy={name}", "scale=paper"])
+        OmegaConf.set_struct(base, False)
+        base.task.policy_overrides = {"drifting": {"policy": {"n_samples": 3}}}
+        assert apply_scale(base).policy.get("n_samples") == expected
