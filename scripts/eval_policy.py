@@ -2,6 +2,7 @@
 
     python scripts/eval_policy.py checkpoint=outputs/pusht_state/drifting/seed42 n_episodes=50 seed_start=100000
         [n_videos=2] [out=FOLDER] [task=pusht_state] [sampler=ddim num_inference_steps=10] [device=cpu]
+    python scripts/eval_policy.py checkpoint=random task=pusht_state     # uniform random actions: the floor
 """
 
 import json

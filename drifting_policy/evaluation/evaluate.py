@@ -25,21 +25,60 @@ def load_policy(checkpoint: str | Path, task: str | None = None, device: str = "
     return policy.to(device).eval(), cfg
 
 
+class RandomPolicy(torch.nn.Module):
+    """Uniform actions from the environment's action space: the floor every score table should show."""
+
+    def __init__(self, task_cfg):
+        super().__init__()
+        env = env_factory(task_cfg)()
+        self.low, self.high = env.action_space.low, env.action_space.high
+        env.close()
+        self.shape_meta = OmegaConf.to_container(task_cfg.shape_meta, resolve=True)
+        self.n_action_steps = task_cfg.n_action_steps
+        self.generator = torch.Generator().manual_seed(0)
+
+    def predict_action(self, obs):
+        batch = next(iter(obs.values())).shape[0]
+        u = torch.rand(batch, self.n_action_steps, len(self.low), generator=self.generator)
+        return {"action": torch.as_tensor(self.low) + u * torch.as_tensor(self.high - self.low)}
+
+
+def load_task(task: str, scale: str = "paper"):
+    """A task's config as train_policy.py would compose it (for evaluating without a checkpoint)."""
+    from hydra import compose, initialize_config_dir
+
+    from drifting_policy.config import apply_scale
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        return apply_scale(compose("train_policy", overrides=[f"task={task}", f"scale={scale}"]))
+
+
 def evaluate_checkpoint(checkpoint, n_episodes: int = 50, seed_start: int = 100000, n_videos: int = 2,
                         out: str | Path | None = None, task: str | None = None, sampler: str | None = None,
                         num_inference_steps: int | None = None, device: str = "cpu") -> dict:
-    policy, cfg = load_policy(checkpoint, task, device)
+    if checkpoint == "random":
+        if task is None:
+            raise ValueError("checkpoint=random needs task=<name>")
+        cfg = load_task(task)
+        policy = RandomPolicy(cfg.task)
+        out = Path(out or f"outputs/{task}/random/eval")
+    else:
+        policy, cfg = load_policy(checkpoint, task, device)
     if sampler is not None:
         if not hasattr(policy, "set_sampler"):
             raise ValueError(f"policy '{cfg.policy.name}' has no sampler choice")
         policy.set_sampler(sampler, num_inference_steps or policy.num_inference_steps)
-    out = Path(out) if out else resolve_checkpoint(checkpoint).parent.parent / "eval" / resolve_checkpoint(checkpoint).name
+    if out is None:
+        out = resolve_checkpoint(checkpoint).parent.parent / "eval" / resolve_checkpoint(checkpoint).name
+    out = Path(out)
     resets = [{"seed": seed_start + i} for i in range(n_episodes)]
     results = rollout(policy, env_factory(cfg.task), resets, cfg.task.n_obs_steps, cfg.task.n_action_steps,
                       n_videos=n_videos, video_dir=out / "videos", batch_size=cfg.task.eval.get("batch_size", 50),
                       desc="eval")
     summary = summarize(results, cfg.task.eval.get("n_stages"), cfg.task.eval.get("mode_statistics"))
-    summary |= {"checkpoint": str(resolve_checkpoint(checkpoint)), "task": cfg.task.name, "policy": cfg.policy.name,
+    summary |= {"checkpoint": checkpoint if checkpoint == "random" else str(resolve_checkpoint(checkpoint)),
+                "task": cfg.task.name, "policy": "random" if checkpoint == "random" else cfg.policy.name,
                 "seed_start": seed_start, "torch_threads": torch.get_num_threads()}
     if sampler:
         summary |= {"sampler": sampler, "num_inference_steps": policy.num_inference_steps}
