@@ -194,4 +194,5 @@ def generate_can(out_path, n, seed=0, render_images=False, **kwargs) -> dict:
 
 
 def generate_tool_hang(out_path, n, seed=0, render_images=False, **kwargs) -> dict:
+    kwargs.setdefault("max_attempts_factor", 6.0)  # the hanging stage succeeds in a minority of attempts
     return generate("ToolHang", out_path, n, seed, render_images, **kwargs)
