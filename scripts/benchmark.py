@@ -1,0 +1,61 @@
+"""The side-by-side benchmark: drifting vs Diffusion Policy (DDPM-100 and DDIM-10 from the same checkpoints).
+
+    python scripts/benchmark.py tasks=pusht_state,lift_state policies=drifting,diffusion seeds=42,43,44 scale=cpu \
+        [out=docs/benchmark/runs] [run_root=outputs/benchmark] [threads=1] [k=10] [report=docs/benchmark] \
+        [any train_policy.py override, e.g. training.num_epochs=50 task.eval.n_test=10]
+
+Each (task, policy, seed) whose run file is missing from ``out`` is trained with the command a user types
+(``python scripts/train_policy.py task=... policy=... scale=... seed=... run_dir=...``), identical across policies
+but for ``policy=``; then the report is rebuilt from every run file in ``out``. Interrupt it and run it again to
+continue: finished runs are skipped, an interrupted one resumes from its last checkpoint.
+"""
+
+import shlex
+import sys
+from pathlib import Path
+
+from drifting_policy.evaluation.benchmark import benchmark_one
+from drifting_policy.evaluation.report import build_report
+
+OWN = {"tasks", "policies", "seeds", "scale", "out", "run_root", "threads", "k", "report", "keep_top_k"}
+FORBIDDEN = {"task", "policy", "seed", "scale", "run_dir"}  # set per run by the benchmark itself
+
+
+def main(argv):
+    own, extra = {}, []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            sys.exit(f"argument '{arg}' is not key=value; usage: see the docstring of {__file__}")
+        if key in OWN:
+            own[key] = value
+        elif key.lstrip("+") in FORBIDDEN:
+            sys.exit(f"'{key}' is set by the benchmark per run; use tasks=/policies=/seeds=/scale=")
+        else:
+            extra.append(arg)
+    if "tasks" not in own:
+        sys.exit("tasks=<name,...> is required (configs/task/*.yaml)")
+    scale = own.get("scale", "cpu")
+    if scale == "auto":
+        sys.exit("scale=auto would name runs by the machine they ran on; say scale=cpu or scale=paper")
+    policies = own.get("policies", "drifting,diffusion").split(",")
+    bad = sorted(set(policies) - {"drifting", "diffusion"})
+    if bad:
+        sys.exit(f"policies must be drifting and/or diffusion, not {bad}")
+    out, run_root = Path(own.get("out", "docs/benchmark/runs")), Path(own.get("run_root", "outputs/benchmark"))
+    command = "python scripts/benchmark.py " + shlex.join(argv)
+    for task in own["tasks"].split(","):
+        for seed in [int(s) for s in own.get("seeds", "42,43,44").split(",")]:
+            for policy in policies:  # policies alternate per seed, so a suite cut short stays balanced
+                written = benchmark_one(task, policy, seed, scale, out, run_root, extra,
+                                        threads=int(own.get("threads", 1)), keep_top_k=int(own.get("keep_top_k", 5)),
+                                        suite_command=command)
+                for path in written:
+                    print(f"wrote {path}", flush=True)
+    report = Path(own.get("report", "docs/benchmark"))
+    build_report(out, report, k=int(own.get("k", 10)), command=command)
+    print(f"report: {report / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
