@@ -170,6 +170,11 @@ def build_everything(cfg, device):
 def train(cfg) -> Path:
     device = init_from_env()
     rank, size = world()
+    if cfg.get("eval") and cfg.eval.get("every"):
+        clf = Path(cfg.eval.classifier) / "classifier.safetensors"
+        if not clf.exists():  # fail now, not at the first evaluation an hour in
+            raise FileNotFoundError(f"eval.classifier: {clf} missing; train it with scripts/sample_image.py "
+                                    "--train-classifier DIR, or set eval.every=0")
     model, encoder, source, class_q, global_q, opt = build_everything(cfg, device)
     run = Path(cfg.out_dir)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
