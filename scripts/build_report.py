@@ -23,7 +23,7 @@ def main(argv):
         sys.exit(f"unknown option(s) {unknown}; usage: build_report.py [{' '.join(f'{a}=...' for a in sorted(ALLOWED))}]")
     results = build_report(args.get("runs", "docs/benchmark/runs"), args.get("out", "docs/benchmark"),
                            args.get("latency"), k=int(args.get("k", 10)),
-                           command="python scripts/build_report.py " + shlex.join(argv))
+                           command=" ".join(["python scripts/build_report.py", shlex.join(argv)]).strip())
     print(f"{len(results['groups'])} groups from {args.get('runs', 'docs/benchmark/runs')}; "
           f"wrote {args.get('out', 'docs/benchmark')}/README.md")
 

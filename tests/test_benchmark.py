@@ -137,7 +137,7 @@ def test_report_builds_table_plots_results_and_fairness(tmp_path):
     results = build_report(runs, out, k=3)
     text = (out / "README.md").read_text()
     assert "| t1 | cpu | drifting | 0.850 ± 0.071 | 0.583 ± 0.024 | 0.60 ± 0.21 |" in text
-    assert "| 1, 2 | 50 | 1.5 min | 3.0 min | 1.3 ms |" in text  # compute 60/120 s, wall 120/240 s, drifting latency
+    assert "| 1, 2 | 50 (5 evals) | 1.5 min | 3.0 min | 1.3 ms |" in text  # compute 60/120 s, wall 120/240 s, drifting latency
     assert "| t1 | cpu | ddpm100 | 0.900 ± 0.000 |" in text and "100.0 ms" in text and "| t1 | cpu | ddim10 | 0.800 |" in text
     assert "'backbone' differs between" in text and "python scripts/train_policy.py task=t1 policy=diffusion seed=2" in text
     for png in ("score_t1.png", "latency.png"):

@@ -153,18 +153,19 @@ def render(groups, lat, lat_ms, problems, tasks, runs_dir, k, command) -> str:
         lines += ["No run files yet: run `scripts/benchmark.py` (see docs/notes/benchmark.md).", ""]
     else:
         lines += ["| Task | Setting | Policy | Score max | Score last-k | Success max | Success last-k | p-metrics "
-                  "(last-k) | Seeds | Epochs | Train time / seed | Wall / seed | Latency b=1 | Runs |",
+                  "(last-k) | Seeds | Epochs (evaluations) | Train time / seed | Wall / seed | Latency b=1 | Runs |",
                   "|" + "---|" * 14]
         for i, g in enumerate(groups):
             m = g["metrics"]
             ps = ", ".join(f"{name[5:]} {fmt(m[name]['last_k_mean'], 2)}" for name in m if re.match(r"test/p\d+$", name))
             compute = g.get("train_compute_s") or {}
+            evals = "/".join(str(n) for n in sorted({r["test/mean_score"]["n_checkpoints"] for r in g["per_seed"]}))
             ms = lat_ms.get((g["task"], g["scale"], latency_name(g["variant"])))
             lines.append(
                 f"| {g['task']} | {setting(g)} | {g['variant']} | {fmt(m['test/mean_score']['max'])} | "
                 f"{fmt(m['test/mean_score']['last_k_mean'])} | {fmt(m.get('test/success_rate', {}).get('max'), 2)} | "
                 f"{fmt(m.get('test/success_rate', {}).get('last_k_mean'), 2)} | {ps or '–'} | "
-                f"{', '.join(map(str, g['seeds']))} | {'/'.join(map(str, g['num_epochs']))} | "
+                f"{', '.join(map(str, g['seeds']))} | {'/'.join(map(str, g['num_epochs']))} ({evals} evals) | "
                 f"{_minutes(compute)} | {_minutes(g['train_wall_s'])} | "
                 f"{f'{ms:.1f} ms' if ms is not None else '–'} | [cmd](#runs-{i}) |")
         lines.append("")
@@ -183,10 +184,14 @@ def render(groups, lat, lat_ms, problems, tasks, runs_dir, k, command) -> str:
                          f"{r['encode_ms']:.2f} | {r['generate_ms']:.2f} | {r['backbone_forward_ms']:.2f} | "
                          f"{r['nfe']} | {r['params_backbone_M']:.1f} |")
         lines += ["", "![latency](plots/latency.png)", ""]
+    else:
+        lines += ["## Latency at batch 1", "", "No `latency.json` next to this page yet: run "
+                  "`python scripts/benchmark_latency.py` (writes docs/benchmark/latency.json), then rebuild.", ""]
     lines += ["## Fairness checks", "",
               "Data, backbone (down_dims, kernel, groups, encoder), training budget, evaluation and horizons compared "
               "between the policies of every task/setting/seed:", ""]
-    lines += [f"- {p}" for p in problems] or ["- identical in every pair of runs."]
+    compared = "- identical in every pair of runs." if groups else "- no runs to compare yet."
+    lines += [f"- {p}" for p in problems] or [compared]
     lines += [""]
     if groups:
         lines += ["## How each number was produced", ""]
