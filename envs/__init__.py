@@ -12,6 +12,13 @@ import importlib
 
 import gymnasium as gym
 
+try:
+    # Load triton's LLVM before any simulator pulls in Mesa's OSMesa (llvmpipe, its own LLVM): in the other order,
+    # importing torchvision (-> torch._dynamo -> triton) segfaults the process (measured with MUJOCO_GL=osmesa).
+    import triton  # noqa: F401
+except ImportError:  # CPU-only torch builds ship no triton, and then there is nothing to clash with
+    pass
+
 # env name -> "module:class"
 ENVS = {
     "pusht": "envs.pusht:PushTEnv",

@@ -6,6 +6,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import envs  # noqa: F401  first: it orders triton before Mesa's OSMesa (see envs/__init__.py)
 from drifting_policy.data.replay_buffer import ReplayBuffer
 
 CONFIG_DIR = str((__import__("pathlib").Path(__file__).parents[1] / "configs").resolve())
