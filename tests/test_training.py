@@ -108,7 +108,6 @@ def test_checkpoint_weights_that_do_not_fit_the_model_name_the_file(tiny_cfg, tm
 def test_a_checkpoint_evaluates_from_eval_policy_script(tmp_path):
     """Train one epoch on a PushT-shaped synthetic store, then roll the checkpoint out in the real PushT env."""
     import numpy as np
-
     from conftest import make_lowdim_store
 
     store = make_lowdim_store(tmp_path / "pusht_like.zarr", obs_dim=20)
