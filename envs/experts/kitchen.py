@@ -63,11 +63,14 @@ class IKController:
         d = self.env.data
         return d.site_xpos[self.site].copy(), d.site_xmat[self.site].reshape(3, 3).copy()
 
-    def action(self, pos: np.ndarray, rot: np.ndarray, grip: float, speed: float = 1.0) -> np.ndarray:
+    def action(self, pos: np.ndarray | None, rot: np.ndarray | None, grip: float, speed: float = 1.0) -> np.ndarray:
+        """Action toward the pose (pos, rot); ``pos=None`` moves the arm in joint space to its start posture."""
         mj, m, s = self.mj, self.model, self.scratch
         s.qpos[:] = self.env.data.qpos
         s.qvel[:] = 0
         mj.mj_forward(m, s)  # Jacobian and gravity at the current (true) state
+        if pos is None:
+            return self._to_action(np.clip(3.0 * (self.home - s.qpos[:N_ARM]), -1.5, 1.5), grip)
         p, r = s.site_xpos[self.site], s.site_xmat[self.site].reshape(3, 3)
         v_lin = self.lin_gain * (pos - p)
         v_ang = self.ang_gain * _rot_err(rot, r)
@@ -92,7 +95,10 @@ class IKController:
             free &= ~blocked
         # the position actuators cover only part of a step's commanded displacement within the step (the target is
         # re-anchored at the observed pose every step), so the IK velocity is scaled up to make the arm keep pace
-        vel = self.track_gain * dq + s.qfrc_bias[:N_ARM] / (ACT_KP * self.env.dt)
+        return self._to_action(self.track_gain * dq, grip)
+
+    def _to_action(self, dq: np.ndarray, grip: float) -> np.ndarray:
+        vel = dq + self.scratch.qfrc_bias[:N_ARM] / (ACT_KP * self.env.dt)
         act = np.empty(9)
         act[:N_ARM] = np.clip(vel / 2.0, -1.0, 1.0)  # the env maps [-1, 1] to +-2 rad/s
         act[7:] = grip  # +1 opens (0.04 m), -1 closes: the finger target moves 0.16 m per step, i.e. all the way
@@ -152,15 +158,14 @@ def _reach(ik: IKController, pos, rot, grip, tol=0.015, max_steps=40, speed=1.0)
         yield pos, rot, grip, speed
 
 
-# Transit height band and depth: between subtasks the hand first comes back to y = VIA_Y (in front of the kettle and
-# the knob panel) at the next target's x and z, so the arm does not sweep through the kettle or the knobs.
-VIA_Y = 0.15
-
-
+# Between subtasks the arm first returns to its start posture (joint space): every subtask succeeds from there
+# alone, while going straight from one handle to the next swept the kettle, met the opened hinge door, or reached
+# the microwave in an arm configuration that could not get down to its handle (even via the start hand pose).
 def _via(ik: IKController, pos, rot, grip):
-    p, _ = ik.ee_pose()
-    if p[1] > VIA_Y + 0.05 or abs(p[2] - pos[2]) > 0.15:
-        yield from _reach(ik, np.array([pos[0], VIA_Y, pos[2]]), rot, grip, tol=0.05, max_steps=20)
+    for _ in range(30):
+        if np.abs(ik.env.data.qpos[:N_ARM] - ik.home).max() < 0.08:
+            return
+        yield None, None, grip, 1.0
 
 
 def _hold(pos, rot, grip, n):
