@@ -166,6 +166,7 @@ def generate(env_name: str, out_path: str | Path, n: int, seed: int = 0, render_
     try:
         write_episodes(Path(tmp), env_name, episodes, valid_ratio)
         render_seconds = add_images(tmp, camera_names, image_size) if render_images else 0.0
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         shutil.move(tmp, out_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
