@@ -44,17 +44,25 @@ def main(argv):
         sys.exit(f"policies must be drifting and/or diffusion, not {bad}")
     out, run_root = Path(own.get("out", "docs/benchmark/runs")), Path(own.get("run_root", "outputs/benchmark"))
     command = "python scripts/benchmark.py " + shlex.join(argv)
+    failed = []
     for task in own["tasks"].split(","):
         for seed in [int(s) for s in own.get("seeds", "42,43,44").split(",")]:
             for policy in policies:  # policies alternate per seed, so a suite cut short stays balanced
-                written = benchmark_one(task, policy, seed, scale, out, run_root, extra,
-                                        threads=int(own.get("threads", 1)), keep_top_k=int(own.get("keep_top_k", 5)),
-                                        suite_command=command)
+                try:
+                    written = benchmark_one(task, policy, seed, scale, out, run_root, extra,
+                                            threads=int(own.get("threads", 1)),
+                                            keep_top_k=int(own.get("keep_top_k", 5)), suite_command=command)
+                except (RuntimeError, FileNotFoundError, ValueError, KeyError) as e:  # one broken task must not
+                    failed.append(f"{task} {policy} seed {seed}: {e}")                # stop the rest of the suite
+                    print(f"FAILED {failed[-1]}", flush=True)
+                    continue
                 for path in written:
                     print(f"wrote {path}", flush=True)
     report = Path(own.get("report", "docs/benchmark"))
     build_report(out, report, k=int(own.get("k", 10)), command=command)
     print(f"report: {report / 'README.md'}")
+    if failed:
+        sys.exit("failed runs (their files are missing; fix and run the same command again):\n" + "\n".join(failed))
 
 
 if __name__ == "__main__":

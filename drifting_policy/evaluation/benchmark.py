@@ -114,7 +114,8 @@ def ddim_records(folder: Path, epochs: list[int], cfg, threads: int) -> list[dic
                                     f"(the benchmark trains diffusion with {KEEP_ALL})")
         else:
             summary = evaluate_checkpoint(ckpt, n_episodes=cfg.task.eval.n_test, seed_start=cfg.task.eval.test_start_seed,
-                                          n_videos=0, out=out, sampler="ddim", num_inference_steps=DDIM_STEPS)
+                                          n_videos=0, out=out, sampler="ddim", num_inference_steps=DDIM_STEPS,
+                                          device="cuda" if torch.cuda.is_available() else "cpu")
         records.append({"epoch": epoch} | {f"test/{k}": v for k, v in summary.items()
                                            if isinstance(v, (int, float)) and not isinstance(v, bool)
                                            and k not in ("seed_start", "torch_threads", "num_inference_steps")})
