@@ -30,8 +30,10 @@ def apply_scale(cfg, cli_overrides=()):
     layers = [cfg.task.get("overrides") or {}, scales[scale] if scale != "paper" else {}, per_policy]
     typed = [o for o in cli_overrides if "=" in o and o.split("=")[0].lstrip("+") not in GROUPS
              and not o.startswith(("hydra.", "~"))]
+    OmegaConf.set_struct(cfg, False)  # a task's layers may add keys of its own (e.g. expert options)
     merged = OmegaConf.merge(cfg, *layers, OmegaConf.from_dotlist([o.lstrip("+") for o in typed]))
     merged.scale = scale
+    OmegaConf.set_struct(merged, True)
     return merged
 
 
