@@ -146,3 +146,20 @@ def test_command_line_beats_task_settings_and_per_policy_settings_apply_to_their
         OmegaConf.set_struct(base, False)
         base.task.policy_overrides = {"drifting": {"policy": {"n_samples": 3}}}
         assert apply_scale(base).policy.get("n_samples") == expected
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu"])
+def test_every_task_config_composes_for_every_policy(scale):
+    from pathlib import Path
+
+    from drifting_policy.config import apply_scale
+
+    tasks = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "task").glob("*.yaml"))
+    assert {"pusht_state", "pusht_visual"} <= set(tasks)
+    for task in tasks:
+        for policy in ("drifting", "diffusion", "bc"):
+            cfg = apply_scale(compose_config([f"task={task}", f"policy={policy}", f"scale={scale}"]))
+            horizon = cfg.task.horizon
+            assert cfg.task.n_obs_steps - 1 + cfg.task.n_action_steps <= horizon, task
+            assert horizon % 2 ** (len(cfg.policy.down_dims) - 1) == 0, task
+            assert set(cfg.task.shape_meta.obs) == set(cfg.task.dataset.obs_from_store), task
