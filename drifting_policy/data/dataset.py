@@ -29,8 +29,12 @@ def parse_store_key(spec: str) -> tuple[str, slice]:
 
 
 def store_keys(dataset_cfg) -> list[str]:
+    """The store arrays a task reads: its observations, its actions and its train-init states."""
     keys = {parse_store_key(spec)[0] for specs in dataset_cfg["obs_from_store"].values() for spec in specs}
-    return sorted(keys | {dataset_cfg.get("action_key", "action")})
+    keys |= {dataset_cfg.get("action_key", "action")}
+    if dataset_cfg.get("init_state_key"):
+        keys.add(dataset_cfg["init_state_key"])
+    return sorted(keys)
 
 
 def load_replay_buffer(dataset_cfg, shape_meta=None) -> ReplayBuffer:
