@@ -126,3 +126,10 @@ def test_unfitted_normalizer_refuses_to_normalise():
 
     with pytest.raises(RuntimeError, match="'action'"):
         Normalizer(PUSHT_STATE_META).normalize("action", torch.zeros(1, 2))
+
+
+def test_store_keys_include_train_init_states():
+    from drifting_policy.data.dataset import store_keys
+
+    cfg = {"obs_from_store": {"obs": ["keypoint", "state[:2]"]}, "action_key": "action", "init_state_key": "sim_state"}
+    assert store_keys(cfg) == ["action", "keypoint", "sim_state", "state"]
