@@ -197,3 +197,22 @@ def generate_can(out_path, n, seed=0, render_images=False, **kwargs) -> dict:
 def generate_tool_hang(out_path, n, seed=0, render_images=False, **kwargs) -> dict:
     kwargs.setdefault("max_attempts_factor", 6.0)  # the hanging stage succeeds in a minority of attempts
     return generate("ToolHang", out_path, n, seed, render_images, **kwargs)
+
+
+def evaluate_expert(env_name: str, seeds, perturb_prob: float = 0.0) -> dict:
+    """Expert success on the given reset seeds (docs/notes/robomimic.md uses the test seeds 100000-100049)."""
+    env = RobomimicEnv(canonical_env_name(env_name), obs_type="state", abs_action=False)
+    results, start = [], time.time()
+    for seed in tqdm(list(seeds), desc=f"{env_name} expert"):
+        ep = run_expert_episode(env, int(seed), perturb_prob)
+        results.append((int(seed), bool(ep["success"]), len(ep["actions"])))
+    env.close()
+    lengths = [n for _, ok, n in results if ok]
+    return {
+        "env_name": env_name,
+        "n": len(results),
+        "success_rate": float(np.mean([ok for _, ok, _ in results])),
+        "mean_length_successes": float(np.mean(lengths)) if lengths else None,
+        "seconds_per_episode": (time.time() - start) / max(len(results), 1),
+        "failed_seeds": [s for s, ok, _ in results if not ok],
+    }
