@@ -133,3 +133,15 @@ def test_store_keys_include_train_init_states():
 
     cfg = {"obs_from_store": {"obs": ["keypoint", "state[:2]"]}, "action_key": "action", "init_state_key": "sim_state"}
     assert store_keys(cfg) == ["action", "keypoint", "sim_state", "state"]
+
+
+def test_identity_dims_are_left_as_they_are():
+    import torch
+
+    meta = {"obs": {"obs": {"shape": [3], "type": "low_dim"}}, "action": {"shape": [4]}}
+    norm = Normalizer(meta)
+    action = np.random.default_rng(0).uniform(-3, 5, (50, 4))
+    norm.fit({"obs": np.zeros((50, 3)), "action": action}, identity_dims={"action": [2, 3]})
+    x = norm.normalize("action", torch.as_tensor(action, dtype=torch.float32))
+    assert torch.allclose(x[:, 2:], torch.as_tensor(action[:, 2:], dtype=torch.float32))
+    assert x[:, :2].min() == pytest.approx(-1, abs=1e-5) and x[:, :2].max() == pytest.approx(1, abs=1e-5)
