@@ -1,6 +1,6 @@
 """Train a 2-D generator with drifting_loss on 8 Gaussians on a ring and on a checkerboard (issue 2).
 
-    nice -n 10 python scripts/toy_2d.py [--steps 3000] [--groups 16] [--n-gen 32] [--n-pos 32] [--seed 0]
+    nice -n 10 python scripts/toy_2d.py [--steps 3000] [--groups 32] [--n-gen 32] [--n-pos 32] [--seed 0]
 
 Each step: `groups` independent drifting groups of n_gen generated samples against n_pos fresh data samples
 (--groups 1 is the plain single-group setting). Writes
@@ -24,12 +24,12 @@ from drifting_policy.field import TEMPERATURES
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--groups", type=int, default=16)
+    p.add_argument("--groups", type=int, default=32)
     p.add_argument("--n-gen", type=int, default=32)
     p.add_argument("--n-pos", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--input-gain", type=float, default=4.0)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--input-gain", type=float, default=8.0)
     p.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES))
     p.add_argument("--snapshots", type=int, default=6, help="panels per row, step 0 included")
     p.add_argument("--seed", type=int, default=0)
