@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from drifting_policy.field import TEMPERATURES, drifting_loss
+from drifting_policy.policies.drifting import knn_positive_indices  # noqa: F401  (the policy's, re-exported for the study)
 
 # ---------------------------------------------------------------------------------------------- 2-D mixtures
 RING_RADIUS, RING_STD, RING_FAR = 2.0, 0.1, 0.5  # "far" = more than 5 std from every centre
@@ -218,21 +219,6 @@ def multimodal_metrics(task: str, o: torch.Tensor, samples: torch.Tensor, gen: t
         "mode_tv": float(tv.mean()),
         "energy": float(energy_distance(samples, truth).mean()),
     }
-
-
-def knn_positive_indices(obs_feats: torch.Tensor, k: int) -> torch.Tensor:
-    """obs_feats (B, D) -> (B, k) indices of each row's k nearest rows in the batch (Euclidean), itself first.
-
-    Ties are broken by index so the result is deterministic. Raises if k exceeds the batch.
-    """
-    if obs_feats.ndim != 2:
-        raise ValueError(f"obs_feats must be (B, D); got {tuple(obs_feats.shape)}")
-    B = obs_feats.shape[0]
-    if not 1 <= k <= B:
-        raise ValueError(f"k must be in [1, B={B}]; got {k}")
-    d = torch.cdist(obs_feats.detach().float(), obs_feats.detach().float())
-    d.fill_diagonal_(-1.0)  # self first, even when another row has the same features
-    return torch.sort(d, dim=1, stable=True).indices[:, :k]
 
 
 class EMA:

@@ -17,10 +17,17 @@ from drifting_policy.policies.base import Policy
 
 
 def knn_positive_indices(features: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, D) -> (B, k) indices of each row's k nearest rows by L2 distance, itself first."""
-    dist = torch.cdist(features, features)
-    dist.fill_diagonal_(-1.0)  # self always first, even among exact duplicates
-    return dist.topk(min(k, len(features)), dim=1, largest=False).indices
+    """(B, D) -> (B, k) indices of each row's k nearest rows in the batch (Euclidean), itself first.
+
+    Ties are broken by index so the result is deterministic. Raises if k is not in [1, B].
+    """
+    if features.ndim != 2:
+        raise ValueError(f"features must be (B, D); got {tuple(features.shape)}")
+    if not 1 <= k <= features.shape[0]:
+        raise ValueError(f"k must be in [1, B={features.shape[0]}]; got {k}")
+    dist = torch.cdist(features.detach().float(), features.detach().float())
+    dist.fill_diagonal_(-1.0)  # self first, even when another row has the same features
+    return torch.sort(dist, dim=1, stable=True).indices[:, :k]
 
 
 class DriftingPolicy(Policy):
@@ -43,7 +50,7 @@ class DriftingPolicy(Policy):
         else:
             nobs = self.normalizer.normalize_obs({k: v[:, : self.n_obs_steps] for k, v in batch["obs"].items()})
             feats = torch.cat([nobs[k].flatten(1) for k in self.obs_encoder.low_dim_keys], dim=-1)
-        return target[knn_positive_indices(feats, self.knn_k)]
+        return target[knn_positive_indices(feats, min(self.knn_k, len(feats)))]  # a short last batch
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         cond = self.encode_obs(batch["obs"])  # (B, C)
