@@ -37,6 +37,18 @@ def apply_scale(cfg, cli_overrides=()):
     return merged
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def compose_run_config(task: str, policy: str = "drifting", scale: str = "paper"):
+    """The config train_policy.py would build for ``task=... policy=... scale=...`` (for tools that run without hydra)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train_policy", overrides=[f"task={task}", f"policy={policy}", f"scale={scale}"])
+    return apply_scale(cfg)
+
+
 def ensure_dataset(task_cfg) -> Path:
     """Generate the task's demonstrations with its scripted expert if the dataset path does not exist yet.
     Under torchrun only rank 0 generates; the others wait for the file."""

@@ -13,24 +13,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from drifting_policy.config import apply_scale
+from drifting_policy.config import compose_run_config
 from drifting_policy.evaluation.latency import measure_latency
 from drifting_policy.training.trainer import build_policy
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 HEADS = [("drifting", {}), ("diffusion", {"sampler": "ddpm", "num_inference_steps": 100}),
          ("diffusion", {"sampler": "ddim", "num_inference_steps": 10})]
-
-
-def compose(task: str, policy: str, scale: str, extra: dict):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = hydra_compose("train_policy", overrides=[f"task={task}", f"policy={policy}", f"scale={scale}"])
-    cfg = apply_scale(cfg)
-    cfg.policy.update(extra)
-    return cfg
 
 
 def main(argv):
@@ -42,7 +30,8 @@ def main(argv):
     for task in tasks:
         for scale in ("cpu", "paper"):
             for name, extra in HEADS:
-                cfg = compose(task, name, scale, extra)
+                cfg = compose_run_config(task, name, scale)
+                cfg.policy.update(extra)
                 torch.manual_seed(0)
                 policy = build_policy(cfg)
                 meta = cfg.task.shape_meta

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from drifting_policy.config import compose_run_config
 from drifting_policy.evaluation.rollout import rollout, summarize
 from drifting_policy.training.checkpoint import load_weights, resolve_checkpoint
 from drifting_policy.training.trainer import build_policy, env_factory
@@ -43,24 +44,13 @@ class RandomPolicy(torch.nn.Module):
         return {"action": torch.as_tensor(self.low) + u * torch.as_tensor(self.high - self.low)}
 
 
-def load_task(task: str, scale: str = "paper"):
-    """A task's config as train_policy.py would compose it (for evaluating without a checkpoint)."""
-    from hydra import compose, initialize_config_dir
-
-    from drifting_policy.config import apply_scale
-
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-        return apply_scale(compose("train_policy", overrides=[f"task={task}", f"scale={scale}"]))
-
-
 def evaluate_checkpoint(checkpoint, n_episodes: int = 50, seed_start: int = 100000, n_videos: int = 2,
                         out: str | Path | None = None, task: str | None = None, sampler: str | None = None,
                         num_inference_steps: int | None = None, device: str = "cpu") -> dict:
     if checkpoint == "random":
         if task is None:
             raise ValueError("checkpoint=random needs task=<name>")
-        cfg = load_task(task)
+        cfg = compose_run_config(task)
         policy = RandomPolicy(cfg.task)
         out = Path(out or f"outputs/{task}/random/eval")
     else:
