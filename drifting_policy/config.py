@@ -18,6 +18,7 @@ def apply_scale(cfg, cli_overrides=()):
     Order: train_policy.yaml + policy/*.yaml, then ``task.overrides`` (the task's paper settings for root keys such
     as training.batch_size), then ``task.scales[scale]`` (``scale=auto``: cpu when no GPU is visible), then
     ``task.policy_overrides[<policy name>]`` (settings that only one head takes, e.g. drifting's n_samples), then
+    ``task.scales[scale].policy_overrides[<policy name>]`` (one head's settings at that scale only), then
     the command-line ``key=value`` overrides again, so what the user typed always wins.
     """
     scale = cfg.scale
@@ -27,7 +28,10 @@ def apply_scale(cfg, cli_overrides=()):
     if scale != "paper" and scale not in scales:
         raise KeyError(f"task '{cfg.task.name}' has no scale '{scale}'; it has paper and {sorted(scales)}")
     per_policy = (cfg.task.get("policy_overrides") or {}).get(cfg.policy.name) or {}
-    layers = [cfg.task.get("overrides") or {}, scales[scale] if scale != "paper" else {}, per_policy]
+    scale_layer = OmegaConf.create(scales[scale] if scale != "paper" else {})
+    # a scale may carry its own per-policy settings (e.g. the baseline's epochs at cpu scale)
+    scale_per_policy = (scale_layer.pop("policy_overrides", None) or {}).get(cfg.policy.name) or {}
+    layers = [cfg.task.get("overrides") or {}, scale_layer, per_policy, scale_per_policy]
     typed = [o for o in cli_overrides if "=" in o and o.split("=")[0].lstrip("+") not in GROUPS
              and not o.startswith(("hydra.", "~"))]
     OmegaConf.set_struct(cfg, False)  # a task's layers may add keys of its own (e.g. expert options)
