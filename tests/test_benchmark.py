@@ -128,6 +128,8 @@ def test_report_builds_table_plots_results_and_fairness(tmp_path):
         protocol.write_run(runs / f"p{seed}.json", make_run(seed, SEED2, "ddpm100", fingerprint=fp))
     bad = fp | {"backbone": {"down_dims": [32, 64]}}
     protocol.write_run(runs / "i1.json", make_run(1, SEED1, "ddim10", fingerprint=bad))
+    # seed 2's diffusion run trained 3x as long as its drifting run: flagged even with identical fingerprints
+    protocol.write_run(runs / "p2.json", make_run(2, SEED2, "ddpm100", fingerprint=fp, train_compute_s=360.0))
     out = tmp_path / "report"
     out.mkdir()
     (out / "latency.json").write_text(json.dumps({"meta": {"device": "cpu", "torch_threads": 1}, "rows": [
@@ -139,6 +141,8 @@ def test_report_builds_table_plots_results_and_fairness(tmp_path):
     assert "| t1 | cpu | drifting | 0.850 ± 0.071 | 0.583 ± 0.024 | 0.60 ± 0.21 |" in text
     assert "| 1, 2 | 50 (5 evals) | 1.5 min | 3.0 min | 1.3 ms |" in text  # compute 60/120 s, wall 120/240 s, drifting latency
     assert "| t1 | cpu | ddpm100 | 0.900 ± 0.000 |" in text and "100.0 ms" in text and "| t1 | cpu | ddim10 | 0.800 |" in text
+    assert "t1 (cpu, seed 2): training compute differs by more than 1.5x (diffusion 6.0 min, drifting 2.0 min)" in text
+    assert "seed 1): training compute" not in text
     assert "'backbone' differs between" in text and "python scripts/train_policy.py task=t1 policy=diffusion seed=2" in text
     for png in ("score_t1.png", "latency.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"

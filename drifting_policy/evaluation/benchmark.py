@@ -132,10 +132,16 @@ def prune(folder: Path, records: list[dict], top_k: int) -> None:
             shutil.rmtree(sub)
 
 
+# Budget knobs a task may set per policy (task.policy_overrides / scales.<s>.policy_overrides): drifting's step
+# costs ~G diffusion steps, so equal wall clock means different epochs. They are recorded in the run file
+# (num_epochs, training_budget) and the report compares the measured training compute instead.
+PER_POLICY_BUDGET = ("num_epochs", "lr")
+
+
 def fingerprint(cfg) -> dict:
-    """What must be identical across policies for a fair comparison: data, backbone, budget, seed."""
+    """What must be identical across policies for a fair comparison: data, backbone, optimiser, evaluation, seed."""
     training = OmegaConf.to_container(cfg.training, resolve=True)
-    for key in ("checkpoint_top_k", "resume", "num_workers"):
+    for key in ("checkpoint_top_k", "resume", "num_workers", *PER_POLICY_BUDGET):
         training.pop(key, None)
     return {"dataset": OmegaConf.to_container(cfg.task.dataset, resolve=True),
             "backbone": {k: OmegaConf.to_container(cfg.policy, resolve=True).get(k) for k in BACKBONE_KEYS},
@@ -179,6 +185,7 @@ def benchmark_one(task: str, policy: str, seed: int, scale: str, out: Path, run_
         "train_wall_s": sum(json.loads(wall_file.read_text())["attempts_s"]) if wall_file.exists() else None,
         "train_compute_s": sum(r.get("epoch_time_s", 0.0) for r in log),
         "num_epochs": int(cfg.training.num_epochs), "torch_threads": threads, "fingerprint": fingerprint(cfg),
+        "training_budget": {k: cfg.training[k] for k in PER_POLICY_BUDGET},
         "host": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
                  "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "git_commit": _git_commit(), "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),

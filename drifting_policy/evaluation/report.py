@@ -42,6 +42,9 @@ def setting(group: dict) -> str:
     return f"{group['scale']} +{n} override{'s' * (n > 1)} ({overrides_tag(group['overrides'])[2:]})" if n else group["scale"]
 
 
+COMPUTE_RATIO = 1.5
+
+
 def fairness(runs: list[dict]) -> list[str]:
     """Differences in data, backbone, budget or evaluation between policies trained for the same task/setting/seed."""
     by_key: dict[tuple, list[dict]] = {}
@@ -57,6 +60,12 @@ def fairness(runs: list[dict]) -> list[str]:
                 if other["fingerprint"].get(part) != value:
                     problems.append(f"{task} ({scale}, seed {seed}): '{part}' differs between {ref['variant']} and "
                                     f"{other['variant']}")
+        # epochs may differ per policy on purpose; the training compute they buy should not (DDIM shares DDPM's)
+        trained = {r["policy"]: r.get("train_compute_s") for r in members if r.get("train_compute_s")}
+        if len(trained) > 1 and max(trained.values()) > COMPUTE_RATIO * min(trained.values()):
+            spent = ", ".join(f"{p} {s / 60:.1f} min" for p, s in sorted(trained.items()))
+            problems.append(f"{task} ({scale}, seed {seed}): training compute differs by more than {COMPUTE_RATIO}x "
+                            f"({spent})")
     return problems
 
 
