@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from drifting_policy.policies import policy_class
-from drifting_policy.policies.drifting import knn_positive_indices
+from drifting_policy.policies.drifting import knn_positive_indices, knn_with_distances, neighbour_weights
 
 STATE_META = {"obs": {"obs": {"shape": [5], "type": "low_dim"}}, "action": {"shape": [2]}}
 VISUAL_META = {"obs": {"image": {"shape": [3, 24, 24], "type": "rgb"}, "agent_pos": {"shape": [2], "type": "low_dim"}},
@@ -86,7 +86,8 @@ def test_drifting_is_one_network_call_and_diffusion_uses_the_step_embedding():
 
 
 def test_per_timestep_grouping_and_knn_positives_train():
-    for kw in ({"grouping": "timestep"}, {"positives": "knn", "knn_k": 4}, {"positives": "knn", "knn_space": "features"}):
+    for kw in ({"grouping": "timestep"}, {"positives": "knn", "knn_k": 4}, {"positives": "knn", "knn_space": "features"},
+               {"positives": "knn", "knn_k": 4, "knn_weighting": "gaussian", "grouping": "timestep"}):
         policy = make_policy("drifting", **kw)
         loss, _ = policy.compute_loss(make_batch())
         loss.backward()
@@ -101,9 +102,24 @@ def test_knn_positive_indices_pick_self_first_then_nearest():
     assert set(idx[2].tolist()) == {2, 3, 4}
 
 
+def test_neighbour_kernel_weighs_far_neighbours_down():
+    feats = torch.tensor([[0.0], [0.1], [5.0], [5.2], [0.3]])
+    idx, dist = knn_with_distances(feats, 3)
+    assert idx[0].tolist() == [0, 1, 4] and dist[0].tolist() == pytest.approx([0.0, 0.1, 0.3])
+    assert dist[2].tolist() == pytest.approx([0.0, 0.2, 4.7])  # row 2's third neighbour is far away
+    w = neighbour_weights(dist, bandwidth=0.2)
+    assert w[:, 0].tolist() == [1.0] * 5  # itself always weighs 1
+    assert w[2, 1].item() == pytest.approx(float(torch.exp(torch.tensor(-0.5))))
+    assert w[2, 2].item() < 1e-100 or w[2, 2].item() == 0.0
+    adaptive = neighbour_weights(dist)  # bandwidth = median over rows of the 3rd-neighbour distance (0.3)
+    assert adaptive[0, 2].item() == pytest.approx(float(torch.exp(torch.tensor(-0.5))))
+
+
 def test_bad_policy_options_are_rejected():
     with pytest.raises(ValueError, match="grouping"):
         make_policy("drifting", grouping="pooled")
+    with pytest.raises(ValueError, match="knn_weighting"):
+        make_policy("drifting", positives="knn", knn_weighting="cosine")
     with pytest.raises(ValueError, match="sampler"):
         make_policy("diffusion").set_sampler("euler", 10)
     with pytest.raises(KeyError, match="unknown policy"):

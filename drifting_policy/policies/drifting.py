@@ -21,36 +21,58 @@ def knn_positive_indices(features: torch.Tensor, k: int) -> torch.Tensor:
 
     Ties are broken by index so the result is deterministic. Raises if k is not in [1, B].
     """
+    return knn_with_distances(features, k)[0]
+
+
+def knn_with_distances(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``knn_positive_indices`` plus the (B, k) distances to those rows (0 for itself)."""
     if features.ndim != 2:
         raise ValueError(f"features must be (B, D); got {tuple(features.shape)}")
     if not 1 <= k <= features.shape[0]:
         raise ValueError(f"k must be in [1, B={features.shape[0]}]; got {k}")
     dist = torch.cdist(features.detach().float(), features.detach().float())
     dist.fill_diagonal_(-1.0)  # self first, even when another row has the same features
-    return torch.sort(dist, dim=1, stable=True).indices[:, :k]
+    sorted_dist, idx = torch.sort(dist, dim=1, stable=True)
+    return idx[:, :k], sorted_dist[:, :k].clamp_min(0.0)
+
+
+def neighbour_weights(dist: torch.Tensor, bandwidth: float | None = None) -> torch.Tensor:
+    """Gaussian observation kernel over (B, k) neighbour distances -> (B, k) positive weights in (0, 1].
+
+    ``bandwidth`` in the distance's units; None takes the batch median of the distance to the farthest selected
+    neighbour, so a neighbour at a typical k-th distance weighs exp(-1/2) and one from a sparse region far less.
+    """
+    h = bandwidth if bandwidth is not None else dist[:, -1].median().clamp_min(1e-8)
+    return torch.exp(-0.5 * (dist / h).square())
 
 
 class DriftingPolicy(Policy):
     def __init__(self, *args, n_samples: int = 8, grouping: str = "chunk", positives: str = "self",
-                 knn_k: int = 8, knn_space: str = "obs", temperatures=(0.02, 0.05, 0.2), **kwargs):
+                 knn_k: int = 8, knn_space: str = "obs", knn_weighting: str = "none", knn_bandwidth: float | None = None,
+                 temperatures=(0.02, 0.05, 0.2), **kwargs):
         super().__init__(*args, **kwargs)
         if grouping not in ("chunk", "timestep"):
             raise ValueError(f"policy.grouping must be 'chunk' or 'timestep'; got '{grouping}'")
         if positives not in ("self", "knn") or knn_space not in ("obs", "features"):
             raise ValueError(f"policy.positives must be 'self'|'knn', knn_space 'obs'|'features'; got {positives}, {knn_space}")
         self.n_samples, self.grouping, self.positives = n_samples, grouping, positives
+        if knn_weighting not in ("none", "gaussian"):
+            raise ValueError(f"policy.knn_weighting must be 'none' or 'gaussian'; got '{knn_weighting}'")
         self.knn_k, self.knn_space, self.temperatures = knn_k, knn_space, tuple(temperatures)
+        self.knn_weighting, self.knn_bandwidth = knn_weighting, knn_bandwidth
 
-    def _positives(self, batch: dict, cond: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(B, Tp, Da) demos -> (B, P, Tp, Da) positives of each observation."""
+    def _positives(self, batch: dict, cond: torch.Tensor, target: torch.Tensor):
+        """(B, Tp, Da) demos -> (B, P, Tp, Da) positives of each observation and their (B, P) weights (or None)."""
         if self.positives == "self":
-            return target[:, None]
+            return target[:, None], None
         if self.knn_space == "features":
             feats = cond.detach()
         else:
             nobs = self.normalizer.normalize_obs({k: v[:, : self.n_obs_steps] for k, v in batch["obs"].items()})
             feats = torch.cat([nobs[k].flatten(1) for k in self.obs_encoder.low_dim_keys], dim=-1)
-        return target[knn_positive_indices(feats, min(self.knn_k, len(feats)))]  # a short last batch
+        idx, dist = knn_with_distances(feats, min(self.knn_k, len(feats)))  # min: a short last batch
+        weights = neighbour_weights(dist, self.knn_bandwidth) if self.knn_weighting == "gaussian" else None
+        return target[idx], weights
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         cond = self.encode_obs(batch["obs"])  # (B, C)
@@ -58,12 +80,14 @@ class DriftingPolicy(Policy):
         B, G = target.shape[0], self.n_samples
         noise = torch.randn(B * G, *target.shape[1:], device=target.device)
         gen = rearrange(self.model(noise, cond.repeat_interleave(G, 0)), "(b g) t d -> b g t d", g=G)
-        pos = self._positives(batch, cond, target)
+        pos, w_pos = self._positives(batch, cond, target)
         if self.grouping == "chunk":
-            loss, info = drifting_loss(gen.flatten(2), pos.flatten(2), temperatures=self.temperatures)
+            loss, info = drifting_loss(gen.flatten(2), pos.flatten(2), weight_pos=w_pos, temperatures=self.temperatures)
         else:  # every timestep is its own group of Da-dimensional samples
+            T = target.shape[1]
+            w_pos = None if w_pos is None else w_pos.repeat_interleave(T, 0)
             loss, info = drifting_loss(rearrange(gen, "b g t d -> (b t) g d"), rearrange(pos, "b p t d -> (b t) p d"),
-                                       temperatures=self.temperatures)
+                                       weight_pos=w_pos, temperatures=self.temperatures)
         logs = {f"drift/{k}": v.item() for k, v in info.items()}
         logs["mse_to_demo"] = (gen.detach() - target[:, None]).square().mean().item()
         return loss.mean(), logs
