@@ -99,3 +99,12 @@ def test_generate_round_trip(tmp_path):
         np.testing.assert_allclose(env._obs()["obs"], ep["obs"][t], atol=1e-6)
         _, _, terminated, _, info = env.step(a)
     assert terminated and info["is_success"]
+
+
+def test_mode_statistics_counts_sides_from_final_infos():
+    from envs.two_paths import mode_statistics
+
+    stats = mode_statistics([{"side": "left"}, {"side": "left"}, {"side": "right"}, {}])  # {}: hit the obstacle
+    assert stats == {"left": 0.5, "right": 0.25, "none": 0.25, "left_share": pytest.approx(2 / 3)}
+    with pytest.raises(ValueError, match="no episodes"):
+        mode_statistics([])
