@@ -16,7 +16,11 @@ import torch
 from torch import nn
 
 from drifting_policy.field import TEMPERATURES, drifting_loss
-from drifting_policy.policies.drifting import knn_positive_indices  # noqa: F401  (the policy's, re-exported for the study)
+from drifting_policy.policies.drifting import (  # noqa: F401  (the policy's, re-exported for the study)
+    knn_positive_indices,
+    knn_with_distances,
+    neighbour_weights,
+)
 
 # ---------------------------------------------------------------------------------------------- 2-D mixtures
 RING_RADIUS, RING_STD, RING_FAR = 2.0, 0.1, 0.5  # "far" = more than 5 std from every centre
@@ -256,13 +260,16 @@ def train_conditional(
     hidden: int = 256,
     lr: float = 1e-3,
     ema_decay: float = 0.999,
+    noise_gain: float = 1.0,
+    weighting: str = "none",
     progress=None,
 ):
     """Train one method on ``n_demos`` (o, a) pairs of ``task``; returns ``sample(o (N,), m) -> (N, m, 2)`` (EMA).
 
     method: "mse" (deterministic regression), "ddpm" (epsilon prediction, 100 steps), "drift" (G generated
     samples per observation; positives = the demos of its k nearest observations in the batch, itself included;
-    k = 1 is the per-observation recipe).
+    k = 1 is the per-observation recipe). ``noise_gain`` scales the drifting generator's noise input;
+    ``weighting="gaussian"`` weighs the neighbours' demos by the policy's observation kernel (``weight_pos``).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 10_000)
@@ -286,9 +293,10 @@ def train_conditional(
             loss = (net(torch.cat([o, x_t, t[:, None] / DDPM_STEPS], 1)) - noise).square().mean()
         else:
             eps = torch.randn(batch, g, 2, generator=gen)
-            x = net(torch.cat([o[:, None].expand(-1, g, -1), eps], -1))  # (B, G, 2)
-            pos = a[knn_positive_indices(o, k)]  # (B, k, 2)
-            loss = drifting_loss(x, pos)[0].mean()
+            x = net(torch.cat([o[:, None].expand(-1, g, -1), noise_gain * eps], -1))  # (B, G, 2)
+            idx, dist = knn_with_distances(o, k)
+            w = neighbour_weights(dist) if weighting == "gaussian" else None
+            loss = drifting_loss(x, a[idx], weight_pos=w)[0].mean()  # positives (B, k, 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -304,7 +312,7 @@ def train_conditional(
         if method == "mse":
             return model(oo)
         if method == "drift":
-            return model(torch.cat([oo, torch.randn(len(o), m, 2, generator=noise_gen)], -1))
+            return model(torch.cat([oo, noise_gain * torch.randn(len(o), m, 2, generator=noise_gen)], -1))
         return ddpm_sample(model, oo, alpha_bar, noise_gen)
 
     return sample
