@@ -4,7 +4,8 @@
 
 o ~ U[0, 1], 2,000 demos, 2-D actions, a 3-layer MLP, 4k Adam steps, EMA weights. Methods: MSE-BC, DDPM (100
 steps), drifting with per-observation positives (`self`, G in 2, 4, 8) and with the demos of the k nearest
-observations in the batch (`knn`, k in 4, 16, G = 8). Results go to docs/toys/multimodal_results.jsonl (one line
+observations in the batch (`knn`, k in 4, 16, G = 8), each also with the generator's noise input scaled by 4
+("gain4"). Results go to docs/toys/multimodal_results.jsonl (one line
 per run; finished runs are skipped on a rerun; several instances may append to it) and the first seed's samples to
 multimodal_samples.jsonl; the table (multimodal.md) and multimodal.png are rebuilt from both files at the end
 (`--report` rebuilds them without training).
@@ -31,6 +32,11 @@ METHODS = {  # name -> train_conditional keyword arguments
     "self G=8": dict(method="drift", g=8, k=1),
     "knn k=4 G=8": dict(method="drift", g=8, k=4),
     "knn k=16 G=8": dict(method="drift", g=8, k=16),
+    # the same generators with the noise input scaled by 4 (a wider initial output spread, as the 2-D toy needed)
+    "self G=4 gain4": dict(method="drift", g=4, k=1, noise_gain=4.0),
+    "self G=8 gain4": dict(method="drift", g=8, k=1, noise_gain=4.0),
+    "knn k=4 G=8 gain4": dict(method="drift", g=8, k=4, noise_gain=4.0),
+    "knn k=16 G=8 gain4": dict(method="drift", g=8, k=16, noise_gain=4.0),
 }
 EVAL_OBS = torch.linspace(0.0025, 0.9975, 200)  # 200 observations x 64 samples each
 PLOT_OBS = torch.tensor([0.1, 0.5, 0.9])

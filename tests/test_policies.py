@@ -73,6 +73,14 @@ def test_visual_policy_encodes_cameras_and_predicts():
     assert policy.predict_action(batch["obs"])["action"].shape == (4, 4, 2)
 
 
+def test_knn_space_auto_uses_features_only_when_there_are_cameras():
+    assert make_policy("drifting", positives="knn", knn_space="auto").knn_space == "obs"
+    visual = make_policy("drifting", VISUAL_META, crop_shape={"image": [20, 20]}, positives="knn", knn_k=2)
+    assert visual.knn_space == "features"
+    loss, _ = visual.compute_loss(make_batch(VISUAL_META, batch=4))
+    assert torch.isfinite(loss)
+
+
 def test_drifting_is_one_network_call_and_diffusion_uses_the_step_embedding():
     drifting, diffusion = make_policy("drifting"), make_policy("diffusion")
     calls = []

@@ -48,13 +48,16 @@ def neighbour_weights(dist: torch.Tensor, bandwidth: float | None = None) -> tor
 
 class DriftingPolicy(Policy):
     def __init__(self, *args, n_samples: int = 8, grouping: str = "chunk", positives: str = "self",
-                 knn_k: int = 8, knn_space: str = "obs", knn_weighting: str = "none", knn_bandwidth: float | None = None,
+                 knn_k: int = 8, knn_space: str = "auto", knn_weighting: str = "none", knn_bandwidth: float | None = None,
                  temperatures=(0.02, 0.05, 0.2), **kwargs):
         super().__init__(*args, **kwargs)
         if grouping not in ("chunk", "timestep"):
             raise ValueError(f"policy.grouping must be 'chunk' or 'timestep'; got '{grouping}'")
-        if positives not in ("self", "knn") or knn_space not in ("obs", "features"):
-            raise ValueError(f"policy.positives must be 'self'|'knn', knn_space 'obs'|'features'; got {positives}, {knn_space}")
+        if positives not in ("self", "knn") or knn_space not in ("auto", "obs", "features"):
+            raise ValueError(f"policy.positives must be 'self'|'knn', knn_space 'auto'|'obs'|'features'; "
+                             f"got {positives}, {knn_space}")
+        if knn_space == "auto":  # cameras carry the state of visual tasks; their low-dim keys (proprio) do not
+            knn_space = "features" if self.obs_encoder.rgb_keys else "obs"
         self.n_samples, self.grouping, self.positives = n_samples, grouping, positives
         if knn_weighting not in ("none", "gaussian"):
             raise ValueError(f"policy.knn_weighting must be 'none' or 'gaussian'; got '{knn_weighting}'")
