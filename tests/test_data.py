@@ -7,7 +7,7 @@ import zarr
 from drifting_policy.data.dataset import PolicyDataset, parse_store_key
 from drifting_policy.data.normalizer import Normalizer
 from drifting_policy.data.replay_buffer import ReplayBuffer
-from drifting_policy.data.sampler import SequenceSampler, episode_masks
+from drifting_policy.data.sampler import NeighbourBatchSampler, SequenceSampler, episode_masks, nearest_other_episode
 
 PUSHT_IMAGE_META = {"obs": {"image": {"shape": [3, 8, 8], "type": "rgb"}, "agent_pos": {"shape": [2], "type": "low_dim"}},
                     "action": {"shape": [2]}}
@@ -145,3 +145,34 @@ def test_identity_dims_are_left_as_they_are():
     x = norm.normalize("action", torch.as_tensor(action, dtype=torch.float32))
     assert torch.allclose(x[:, 2:], torch.as_tensor(action[:, 2:], dtype=torch.float32))
     assert x[:, :2].min() == pytest.approx(-1, abs=1e-5) and x[:, :2].max() == pytest.approx(1, abs=1e-5)
+
+
+def test_nearest_other_episode_skips_the_windows_own_episode():
+    # episode 0: x = 0.0, 0.1, 0.2; episode 1: x = 0.15, 5.0; episode 2: x = 0.05
+    feats = np.array([[0.0], [0.1], [0.2], [0.15], [5.0], [0.05]])
+    episode_of = np.array([0, 0, 0, 1, 1, 2])
+    nn = nearest_other_episode(feats, episode_of, 2, chunk=4)  # chunked like a large dataset
+    assert nn[0].tolist() == [5, 3]  # 0.05 (ep 2), then 0.15 (ep 1); never 0.1 of its own episode
+    assert nn[3].tolist() == [2, 1]  # 0.2 and 0.1, not 5.0 of its own episode
+    assert nn[4].tolist() == [2, 1]
+    with pytest.raises(ValueError, match="m must be"):
+        nearest_other_episode(feats, episode_of, 4)  # only 3 windows lie outside episode 0
+
+
+def test_neighbour_batches_hold_anchors_with_their_neighbours_and_are_seeded():
+    rng = np.random.default_rng(0)
+    feats, episode_of = rng.normal(size=(40, 3)), np.repeat(np.arange(8), 5)
+    nn = nearest_other_episode(feats, episode_of, 3)
+    batches = list(NeighbourBatchSampler(nn, batch_size=8, group=4, seed=1, epoch=0))
+    assert len(batches) == 5 and all(len(b) == 8 for b in batches)
+    for b in batches:
+        for g in range(2):
+            anchor, *rest = b[4 * g : 4 * g + 4]
+            assert rest == nn[anchor].tolist()
+    again = list(NeighbourBatchSampler(nn, batch_size=8, group=4, seed=1, epoch=0))
+    other = list(NeighbourBatchSampler(nn, batch_size=8, group=4, seed=1, epoch=1))
+    assert again == batches and other != batches
+    halves = [list(NeighbourBatchSampler(nn, 8, 4, 1, 0, rank=r, world=2)) for r in (0, 1)]
+    assert [h0 + h1 for h0, h1 in zip(*halves)] == batches  # each process gets whole groups
+    with pytest.raises(ValueError, match="divide"):
+        NeighbourBatchSampler(nn, batch_size=6, group=4, seed=1, epoch=0)

@@ -51,6 +51,20 @@ def test_killed_run_resumes_to_the_same_parameters_as_an_uninterrupted_run(tiny_
     assert steps == [1, 2, 3]
 
 
+def test_neighbour_batches_feed_knn_positives_and_resume_the_same_batches(tiny_cfg):
+    cfg = tiny_cfg()
+    cfg.training.neighbour_batches = 4
+    cfg.policy.positives, cfg.policy.knn_k = "knn", 4
+    trainer = Trainer(cfg)
+    first = [b["action"] for b in trainer._loader(epoch=1)]
+    assert len(first) == trainer.steps_per_epoch
+    again = [b["action"] for b in Trainer(cfg)._loader(epoch=1)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))  # a resumed run draws the same batches
+    trainer.run()
+    records = [json.loads(line) for line in open(os.path.join(cfg.run_dir, "metrics.jsonl"))]
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in records)
+
+
 def test_run_folder_has_config_checkpoint_and_metrics(tiny_cfg):
     cfg = tiny_cfg("diffusion")
     Trainer(cfg).run()

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from drifting_policy.data.dataset import PolicyDataset, load_replay_buffer
+from drifting_policy.data.sampler import NeighbourBatchSampler, nearest_other_episode
 from drifting_policy.evaluation.rollout import rollout, summarize
 from drifting_policy.policies import policy_class
 from drifting_policy.training.checkpoint import load_training_state, save_checkpoint
@@ -106,8 +107,27 @@ class Trainer:
                 self.logger.truncate_after(self.state["global_step"])
                 print(f"resumed from {last.resolve()} at epoch {self.state['epoch']}")
 
+    def _neighbour_table(self) -> np.ndarray:
+        """Each training window's nearest windows from other episodes, in normalised low-dim observation space."""
+        if getattr(self, "_neighbours", None) is None:
+            ds, keys = self.train_set, self.policy.obs_encoder.low_dim_keys
+            if not keys:
+                raise ValueError("training.neighbour_batches needs low-dim observation keys to find neighbours; "
+                                 f"task '{self.cfg.task.name}' has only cameras")
+            windows = {k: torch.from_numpy(np.stack([ds.sampler.sample(ds.obs[k], i, ds.n_obs_steps)
+                                                     for i in range(len(ds))])) for k in keys}
+            nobs = self.policy.normalizer.normalize_obs(windows)
+            feats = torch.cat([nobs[k].flatten(1) for k in keys], dim=1).numpy()
+            self._neighbours = nearest_other_episode(feats, ds.sampler.episode_of,
+                                                     self.cfg.training.neighbour_batches - 1)
+        return self._neighbours
+
     def _loader(self, epoch: int) -> DataLoader:
         t = self.cfg.training
+        if t.get("neighbour_batches", 0):
+            batches = NeighbourBatchSampler(self._neighbour_table(), t.batch_size, t.neighbour_batches,
+                                            self.cfg.seed, epoch, self.rank, self.world)
+            return DataLoader(self.train_set, batch_sampler=batches, num_workers=t.num_workers)
         if self.world > 1:
             sampler = DistributedSampler(self.train_set, self.world, self.rank, shuffle=True, seed=self.cfg.seed)
             sampler.set_epoch(epoch)
