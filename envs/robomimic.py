@@ -143,7 +143,7 @@ class RobomimicEnv(gym.Env):
         camera_names: list[str] | None = None,
         image_size: int | None = None,
         max_steps: int | None = None,
-        render_mode: str | None = None,
+        render_mode: str | None = "rgb_array",  # render() builds its camera lazily: no cost unless called
         render_size: int = 256,
         render_camera: str | None = None,
         terminate_on_success: bool = False,

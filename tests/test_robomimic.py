@@ -43,6 +43,8 @@ def test_state_env_passes_check_env_with_dp_layout():
     assert env.action_space.shape == (10,) and env.max_steps == 400
     again, _ = env.reset(seed=100000)
     np.testing.assert_array_equal(obs["obs"], again["obs"])
+    frame = env.render()  # rollout videos of state tasks: a frame by default, from a lazily built camera
+    assert frame.shape == (256, 256, 3) and frame.dtype == np.uint8 and frame.std() > 0
     env.close()
 
 

@@ -8,6 +8,7 @@ scores each as Diffusion Policy does: the maximum of ``info["score"]`` over the 
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -108,7 +109,10 @@ def rollout(policy, make_env, resets: list[dict], n_obs_steps: int, n_action_ste
                 "reset": {k: (v if isinstance(v, int) else "state") for k, v in kw.items()},
                 "score": env.max_score, "success": env.success, "n_completed": env.n_completed, "length": env.length,
             }
-            if env.record and video_dir is not None:
+            if env.record and video_dir is not None and any(f is None for f in env.frames):
+                warnings.warn(f"{type(env.env.unwrapped).__name__}.render() returned no frame (render_mode "
+                              f"{getattr(env.env, 'render_mode', None)!r}): episode {first + i} has no video")
+            elif env.record and video_dir is not None:
                 video_dir.mkdir(parents=True, exist_ok=True)
                 path = video_dir / f"episode_{first + i:03d}.mp4"
                 imageio.mimsave(path, env.frames, fps=10, macro_block_size=1)
