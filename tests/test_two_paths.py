@@ -108,3 +108,14 @@ def test_mode_statistics_counts_sides_from_final_infos():
     assert stats == {"left": 0.5, "right": 0.25, "none": 0.25, "left_share": pytest.approx(2 / 3)}
     with pytest.raises(ValueError, match="no episodes"):
         mode_statistics([])
+
+
+def test_a_rollout_video_that_cannot_be_written_warns_instead_of_failing(tmp_path):
+    from drifting_policy.evaluation.rollout import _write_video
+
+    frame = np.zeros((8, 8, 3), np.uint8)
+    with pytest.warns(UserWarning, match="returned no frame"):
+        assert _write_video([frame, None], tmp_path / "a.mp4", "TwoPathsEnv") is None
+    assert not (tmp_path / "a.mp4").exists()
+    assert _write_video([frame, frame], tmp_path / "b.mp4", "TwoPathsEnv") == tmp_path / "b.mp4"
+    assert (tmp_path / "b.mp4").stat().st_size > 0

@@ -67,6 +67,21 @@ def obs_to_torch(obs_list: list[dict[str, np.ndarray]], shape_meta: dict) -> dic
     return out
 
 
+def _write_video(frames: list, path: Path, env_name: str) -> Path | None:
+    """Write an episode's frames as mp4; a missing frame or a failed write warns (a video never ends a training run)."""
+    if not frames or any(f is None for f in frames):
+        warnings.warn(f"{env_name}.render() returned no frame (construct it with render_mode='rgb_array'): "
+                      f"{path.name} not written")
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        imageio.mimsave(path, frames, fps=10, macro_block_size=1)
+    except OSError as e:  # e.g. ENOMEM when forking ffmpeg from a large process
+        warnings.warn(f"video {path} not written: {e}")
+        return None
+    return path
+
+
 def _scalar_info(info: dict) -> dict:
     """The JSON-able scalars of a final info dict (mode labels, completed subtasks...)."""
     keep = {}
@@ -104,21 +119,18 @@ def rollout(policy, make_env, resets: list[dict], n_obs_steps: int, n_action_ste
                 if terminated or truncated:
                     done[i] = True
                     bar.update(1)
+        for env in envs:  # free the simulators (and their GL contexts) before forking ffmpeg for the videos
+            env.close()
         for i, (env, kw) in enumerate(zip(envs, chunk)):
             result = _scalar_info(final_info[i]) | {
                 "reset": {k: (v if isinstance(v, int) else "state") for k, v in kw.items()},
                 "score": env.max_score, "success": env.success, "n_completed": env.n_completed, "length": env.length,
             }
-            if env.record and video_dir is not None and any(f is None for f in env.frames):
-                warnings.warn(f"{type(env.env.unwrapped).__name__}.render() returned no frame (render_mode "
-                              f"{getattr(env.env, 'render_mode', None)!r}): episode {first + i} has no video")
-            elif env.record and video_dir is not None:
-                video_dir.mkdir(parents=True, exist_ok=True)
-                path = video_dir / f"episode_{first + i:03d}.mp4"
-                imageio.mimsave(path, env.frames, fps=10, macro_block_size=1)
-                result["video"] = str(path)
+            if env.record and video_dir is not None:
+                path = _write_video(env.frames, video_dir / f"episode_{first + i:03d}.mp4", type(env.env.unwrapped).__name__)
+                if path is not None:
+                    result["video"] = str(path)
             results.append(result)
-            env.close()
     bar.close()
     return results
 
