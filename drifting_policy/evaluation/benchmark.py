@@ -138,13 +138,6 @@ def prune(folder: Path, records: list[dict], top_k: int) -> None:
 PER_POLICY_BUDGET = ("num_epochs", "lr")
 
 
-def _eval_protocol(cfg) -> dict:
-    """The evaluation settings that must match (seeds, episodes, horizon); how often a run evaluates is its own."""
-    ev = OmegaConf.to_container(cfg.task.eval, resolve=True)
-    ev.pop("every_epochs", None)
-    return ev
-
-
 def fingerprint(cfg) -> dict:
     """What must be identical across policies for a fair comparison: data, backbone, optimiser, evaluation, seed."""
     training = OmegaConf.to_container(cfg.training, resolve=True)
@@ -152,7 +145,7 @@ def fingerprint(cfg) -> dict:
         training.pop(key, None)
     return {"dataset": OmegaConf.to_container(cfg.task.dataset, resolve=True),
             "backbone": {k: OmegaConf.to_container(cfg.policy, resolve=True).get(k) for k in BACKBONE_KEYS},
-            "training": training, "eval": _eval_protocol(cfg), "seed": cfg.seed,
+            "training": training, "eval": OmegaConf.to_container(cfg.task.eval, resolve=True), "seed": cfg.seed,
             "horizons": [cfg.task.n_obs_steps, cfg.task.n_action_steps, cfg.task.horizon]}
 
 

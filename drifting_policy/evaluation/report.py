@@ -46,7 +46,7 @@ COMPUTE_RATIO = 1.5
 
 
 def _comparable(part: str, value):
-    """A fingerprint part without what may differ per policy on purpose (evaluation frequency; older run files)."""
+    """A fingerprint part without what may differ per policy on purpose (how often a run evaluates)."""
     if part == "eval" and isinstance(value, dict):
         return {k: v for k, v in value.items() if k != "every_epochs"}
     return value

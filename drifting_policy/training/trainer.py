@@ -91,6 +91,7 @@ class Trainer:
         self.lr_scheduler = get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=t.warmup_steps,
                                           num_training_steps=self.steps_per_epoch * t.num_epochs)
         self.model = DistributedDataParallel(self.policy) if self.world > 1 else self.policy
+        self._neighbours = None  # built on first use by _neighbour_table (training.neighbour_batches)
         self.state = {"epoch": 0, "global_step": 0, "ema_step": 0, "top_k": [], "run_id": None}
         last = self.run_dir / "checkpoints" / "last"
         if t.resume and last.exists():
@@ -109,7 +110,7 @@ class Trainer:
 
     def _neighbour_table(self) -> np.ndarray:
         """Each training window's nearest windows from other episodes, in normalised low-dim observation space."""
-        if getattr(self, "_neighbours", None) is None:
+        if self._neighbours is None:
             ds, keys = self.train_set, self.policy.obs_encoder.low_dim_keys
             if not keys:
                 raise ValueError("training.neighbour_batches needs low-dim observation keys to find neighbours; "
