@@ -64,6 +64,8 @@ def train_encoder(cfg) -> Path:
     mask_gen = torch.Generator(device).manual_seed(cfg.seed + rank)
     total = ec.steps + ec.get("finetune_steps", 0)
     out = Path(ec.checkpoint)
+    if rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
     log = open(out.with_name(out.name + "_log.jsonl"), "a") if rank == 0 else None
     bar = tqdm(range(total), desc="encoder", disable=rank != 0)
     for step in bar:
