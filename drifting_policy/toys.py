@@ -261,6 +261,7 @@ def train_conditional(
     lr: float = 1e-3,
     ema_decay: float = 0.999,
     noise_gain: float = 1.0,
+    noise_skip: float = 0.0,
     weighting: str = "none",
     progress=None,
 ):
@@ -269,6 +270,7 @@ def train_conditional(
     method: "mse" (deterministic regression), "ddpm" (epsilon prediction, 100 steps), "drift" (G generated
     samples per observation; positives = the demos of its k nearest observations in the batch, itself included;
     k = 1 is the per-observation recipe). ``noise_gain`` scales the drifting generator's noise input;
+    ``noise_skip`` adds ``noise_skip * noise`` to its output (the policy's ``noise_skip``);
     ``weighting="gaussian"`` weighs the neighbours' demos by the policy's observation kernel (``weight_pos``).
     """
     torch.manual_seed(seed)
@@ -293,7 +295,7 @@ def train_conditional(
             loss = (net(torch.cat([o, x_t, t[:, None] / DDPM_STEPS], 1)) - noise).square().mean()
         else:
             eps = torch.randn(batch, g, 2, generator=gen)
-            x = net(torch.cat([o[:, None].expand(-1, g, -1), noise_gain * eps], -1))  # (B, G, 2)
+            x = net(torch.cat([o[:, None].expand(-1, g, -1), noise_gain * eps], -1)) + noise_skip * eps  # (B, G, 2)
             idx, dist = knn_with_distances(o, k)
             w = neighbour_weights(dist) if weighting == "gaussian" else None
             loss = drifting_loss(x, a[idx], weight_pos=w)[0].mean()  # positives (B, k, 2)
@@ -312,7 +314,8 @@ def train_conditional(
         if method == "mse":
             return model(oo)
         if method == "drift":
-            return model(torch.cat([oo, noise_gain * torch.randn(len(o), m, 2, generator=noise_gen)], -1))
+            eps = torch.randn(len(o), m, 2, generator=noise_gen)
+            return model(torch.cat([oo, noise_gain * eps], -1)) + noise_skip * eps
         return ddpm_sample(model, oo, alpha_bar, noise_gen)
 
     return sample

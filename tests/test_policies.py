@@ -132,3 +132,26 @@ def test_bad_policy_options_are_rejected():
         make_policy("diffusion").set_sampler("euler", 10)
     with pytest.raises(KeyError, match="unknown policy"):
         policy_class("flow")
+
+
+def test_noise_skip_widens_the_initial_samples_and_still_trains():
+    """noise_skip = 1 adds the noise to the U-Net's output: per-observation samples start with the noise's spread."""
+    obs = {k: v[:1].expand(64, *v.shape[1:]) for k, v in make_batch()["obs"].items()}  # one observation, 64 draws
+    spreads = {}
+    for skip in (0.0, 1.0):
+        policy = make_policy("drifting", noise_skip=skip)
+        with torch.no_grad():
+            torch.manual_seed(3)
+            spreads[skip] = policy.generate(policy.encode_obs(obs)).std(0).mean().item()
+    assert spreads[1.0] > 0.8 and spreads[1.0] > 2 * spreads[0.0]
+    policy, batch = make_policy("drifting", noise_skip=1.0), make_batch()
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    before = policy.compute_loss(batch)[1]["mse_to_demo"]
+    for _ in range(60):
+        loss, _ = policy.compute_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.manual_seed(0)
+    assert policy.compute_loss(batch)[1]["mse_to_demo"] < 0.5 * before

@@ -49,7 +49,7 @@ def neighbour_weights(dist: torch.Tensor, bandwidth: float | None = None) -> tor
 class DriftingPolicy(Policy):
     def __init__(self, *args, n_samples: int = 8, grouping: str = "chunk", positives: str = "self",
                  knn_k: int = 8, knn_space: str = "auto", knn_weighting: str = "none", knn_bandwidth: float | None = None,
-                 temperatures=(0.02, 0.05, 0.2), **kwargs):
+                 temperatures=(0.02, 0.05, 0.2), noise_skip: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         if grouping not in ("chunk", "timestep"):
             raise ValueError(f"policy.grouping must be 'chunk' or 'timestep'; got '{grouping}'")
@@ -63,6 +63,13 @@ class DriftingPolicy(Policy):
             raise ValueError(f"policy.knn_weighting must be 'none' or 'gaussian'; got '{knn_weighting}'")
         self.knn_k, self.knn_space, self.temperatures = knn_k, knn_space, tuple(temperatures)
         self.knn_weighting, self.knn_bandwidth = knn_weighting, knn_bandwidth
+        self.noise_skip = float(noise_skip)
+
+    def _generate(self, noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """One network call; ``noise_skip`` > 0 adds the noise itself to the output, so that samples start as wide
+        as the noise (the U-Net's GroupNorm normalises any input gain away) and collapsing them is work."""
+        out = self.model(noise, cond)
+        return out + self.noise_skip * noise if self.noise_skip else out
 
     def _positives(self, batch: dict, cond: torch.Tensor, target: torch.Tensor):
         """(B, Tp, Da) demos -> (B, P, Tp, Da) positives of each observation and their (B, P) weights (or None)."""
@@ -82,7 +89,7 @@ class DriftingPolicy(Policy):
         target = self.normalized_action(batch)  # (B, Tp, Da)
         B, G = target.shape[0], self.n_samples
         noise = torch.randn(B * G, *target.shape[1:], device=target.device)
-        gen = rearrange(self.model(noise, cond.repeat_interleave(G, 0)), "(b g) t d -> b g t d", g=G)
+        gen = rearrange(self._generate(noise, cond.repeat_interleave(G, 0)), "(b g) t d -> b g t d", g=G)
         pos, w_pos = self._positives(batch, cond, target)
         if self.grouping == "chunk":
             loss, info = drifting_loss(gen.flatten(2), pos.flatten(2), weight_pos=w_pos, temperatures=self.temperatures)
@@ -97,4 +104,4 @@ class DriftingPolicy(Policy):
 
     def generate(self, cond: torch.Tensor) -> torch.Tensor:
         noise = torch.randn(cond.shape[0], self.horizon, self.action_dim, device=cond.device)
-        return self.model(noise, cond)
+        return self._generate(noise, cond)
