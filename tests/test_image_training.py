@@ -82,3 +82,20 @@ def test_flow_matching_baseline_trains_on_the_same_backbone_and_evaluates(tmp_pa
     metrics = rows[-1]
     assert {"eval_nfe1/frechet", "eval_nfe3/frechet", "eval_nfe3/accuracy", "eval_nfe1/kid_x1000"} <= set(metrics)
     assert (run / "samples" / "step_00000002_nfe3.png").exists()
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_warmup_tracks_the_weights_early(tmp_path, warmup):
+    """With a constant decay the EMA after a few steps is still the initial weights; the warmup follows the model."""
+    cfg = digits_cfg(tmp_path, optim={"ema": 0.999, "ema_warmup": warmup})
+    model, _, source, cq, gq, opt = build_everything(cfg, torch.device("cpu"))
+    fill_queues(source, cq, gq, 8, 64)
+    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ema = {k: v.clone() for k, v in init.items()}
+    for step in range(5):
+        train_step(model, opt, None, step_batch(cfg, step, model, cq, gq, torch.device("cpu")), cfg, step, ema)
+    now = model.state_dict()
+    moved = sum((now[k] - init[k]).norm() ** 2 for k in init) ** 0.5
+    lag = sum((now[k] - ema[k]).norm() ** 2 for k in init) ** 0.5
+    assert moved > 0
+    assert (lag < 0.7 * moved) if warmup else (lag > 0.99 * moved)

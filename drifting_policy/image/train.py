@@ -128,8 +128,11 @@ def train_step(model, opt, encoder, batch: dict, cfg, step: int, ema: dict | Non
             params = dict(model.named_parameters())
             if isinstance(model, DistributedDataParallel):
                 params = {k.removeprefix("module."): v for k, v in params.items()}
+            # ema_warmup: decay (1 + step) / (10 + step) until it reaches optim.ema, so that early evaluations are
+            # of a recent average rather than mostly of the initial weights (off: a constant decay from step 0)
+            decay = min(oc.ema, (1 + step) / (10 + step)) if oc.get("ema_warmup", False) else oc.ema
             for k, v in ema.items():
-                v.lerp_(params[k].detach(), 1.0 - oc.ema)
+                v.lerp_(params[k].detach(), 1.0 - decay)
     return {"loss": float(loss.detach()) if cfg.method == "drifting" else all_mean(float(loss.detach()), device),
             "lr": lr, "grad_norm": float(grad_norm), **logs}
 
