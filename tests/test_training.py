@@ -177,3 +177,28 @@ def test_every_task_config_composes_for_every_policy(scale):
             assert cfg.task.n_obs_steps - 1 + cfg.task.n_action_steps <= horizon, task
             assert horizon % 2 ** (len(cfg.policy.down_dims) - 1) == 0, task
             assert set(cfg.task.shape_meta.obs) == set(cfg.task.dataset.obs_from_store), task
+
+
+def test_a_crash_during_evaluation_keeps_the_training_and_the_resumed_run_evaluates_that_epoch_first(
+        tiny_cfg, monkeypatch):
+    cfg = tiny_cfg()
+    cfg.task.eval.n_test = 2  # the synthetic task has no simulator ("none"): its first evaluation raises
+    cfg.training.checkpoint_every = 50
+    with pytest.raises(Exception):
+        Trainer(cfg).run()
+    state = json.loads((resolve_checkpoint(cfg.run_dir) / "training_state" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["global_step"] > 0 and "train_loss" in state["pending_eval"]
+
+    evaluated = []
+
+    def rollouts_that_work(self, epoch):
+        evaluated.append(epoch)
+        return {"test/mean_score": 0.5, "test/success_rate": 0.5}
+
+    monkeypatch.setattr(Trainer, "evaluate", rollouts_that_work)
+    cfg.training.resume = True
+    Trainer(cfg).run()
+    assert evaluated == [1, 2]  # the interrupted epoch-1 evaluation, then epoch 2's; no epoch trained twice
+    logs = [json.loads(line) for line in open(os.path.join(cfg.run_dir, "metrics.jsonl"))]
+    assert [row["epoch"] for row in logs] == [1, 2] and all("train_loss" in row and "test/mean_score" in row
+                                                          for row in logs)

@@ -186,21 +186,37 @@ class Trainer:
             out |= {f"train/{k}": v for k, v in summarize(train, ev.get("n_stages"), ev.get("mode_statistics")).items()}
         return out
 
-    def _checkpoint(self, epoch: int, score: float | None) -> None:
+    def _checkpoint(self, epoch: int, score: float | None, pending: dict | None = None) -> None:
+        """``pending``: the epoch's training metrics, saved BEFORE its evaluation so that a crash in the rollouts
+        (an out-of-memory kill, a simulator error) loses no training; a resumed run evaluates that epoch first."""
         ckpt_dir = self.run_dir / "checkpoints"
         name = f"epoch_{epoch:04d}"
         if score is not None:
             self.state["top_k"] = sorted(self.state["top_k"] + [[score, name]], key=lambda x: -x[0])
         save_checkpoint(ckpt_dir / name, self.cfg, self.policy, self.ema_policy, self.optimizer, self.lr_scheduler,
-                        self.state | {"epoch": epoch})
+                        self.state | {"epoch": epoch, "pending_eval": pending})
         keep = {n for _, n in self.state["top_k"][: self.cfg.training.checkpoint_top_k]} | {name}
         for folder in ckpt_dir.glob("epoch_*"):
             if folder.name not in keep and not folder.name.endswith(".tmp"):
                 shutil.rmtree(folder)
 
+    def _evaluate_and_log(self, done: int, metrics: dict) -> float:
+        self._checkpoint(done, None, pending=metrics)
+        metrics["val_loss"] = self.validation_loss()
+        metrics |= self.evaluate(done)
+        score = metrics["test/mean_score"]
+        print(f"epoch {done}: test mean score {score:.3f}, success {metrics['test/success_rate']:.2f}")
+        return score
+
     def run(self) -> dict:
         t, ev = self.cfg.training, self.cfg.task.eval
         last_metrics: dict = {}
+        pending = self.state.pop("pending_eval", None)
+        if pending is not None and self.rank == 0 and ev.n_test > 0:  # killed during this epoch's evaluation
+            done = self.state["epoch"]
+            score = self._evaluate_and_log(done, pending)
+            self.logger.log(pending | {"epoch": done}, step=self.state["global_step"])
+            self._checkpoint(done, score)
         for epoch in range(self.state["epoch"], t.num_epochs):
             start = time.time()
             metrics = self.train_epoch(epoch)
@@ -209,10 +225,7 @@ class Trainer:
             score = None
             if self.rank == 0:
                 if ev.n_test > 0 and (done % ev.every_epochs == 0 or done == t.num_epochs):
-                    metrics["val_loss"] = self.validation_loss()
-                    metrics |= self.evaluate(done)
-                    score = metrics["test/mean_score"]
-                    print(f"epoch {done}: test mean score {score:.3f}, success {metrics['test/success_rate']:.2f}")
+                    score = self._evaluate_and_log(done, metrics)
                 self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"])
                 if done % t.checkpoint_every == 0 or done == t.num_epochs or score is not None:
                     self._checkpoint(done, score)
