@@ -21,6 +21,15 @@ def make_policy(name, meta=STATE_META, **kw):
     return policy
 
 
+def train_steps(policy, batch, n=60, lr=3e-3):
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    for _ in range(n):
+        loss, _ = policy.compute_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def make_batch(meta=STATE_META, batch=16):
     g = torch.Generator().manual_seed(1)
     obs = {}
@@ -34,18 +43,13 @@ def make_batch(meta=STATE_META, batch=16):
 @pytest.mark.parametrize("name", ["drifting", "diffusion", "bc"])
 def test_training_steps_lower_the_loss_on_a_fixed_batch(name):
     policy, batch = make_policy(name), make_batch()
-    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
     if name == "drifting":  # the drifting loss sits near a constant by design; its progress is the MSE to the demo
         measure = lambda: policy.compute_loss(batch)[1]["mse_to_demo"]  # noqa: E731
     else:
         measure = lambda: policy.compute_loss(batch)[0].item()  # noqa: E731
     torch.manual_seed(0)
     before = np.mean([measure() for _ in range(3)])
-    for _ in range(60):
-        loss, _ = policy.compute_loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_steps(policy, batch)
     torch.manual_seed(0)
     after = np.mean([measure() for _ in range(3)])
     assert after < 0.5 * before
@@ -145,13 +149,8 @@ def test_noise_skip_widens_the_initial_samples_and_still_trains():
             spreads[skip] = policy.generate(policy.encode_obs(obs)).std(0).mean().item()
     assert spreads[1.0] > 0.8 and spreads[1.0] > 2 * spreads[0.0]
     policy, batch = make_policy("drifting", noise_skip=1.0), make_batch()
-    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
     torch.manual_seed(0)
     before = policy.compute_loss(batch)[1]["mse_to_demo"]
-    for _ in range(60):
-        loss, _ = policy.compute_loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_steps(policy, batch)
     torch.manual_seed(0)
     assert policy.compute_loss(batch)[1]["mse_to_demo"] < 0.5 * before
