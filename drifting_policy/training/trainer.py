@@ -200,7 +200,7 @@ class Trainer:
             if folder.name not in keep and not folder.name.endswith(".tmp"):
                 shutil.rmtree(folder)
 
-    def _evaluate_and_log(self, done: int, metrics: dict) -> float:
+    def _checkpoint_then_evaluate(self, done: int, metrics: dict) -> float:
         self._checkpoint(done, None, pending=metrics)
         metrics["val_loss"] = self.validation_loss()
         metrics |= self.evaluate(done)
@@ -214,7 +214,7 @@ class Trainer:
         pending = self.state.pop("pending_eval", None)
         if pending is not None and self.rank == 0 and ev.n_test > 0:  # killed during this epoch's evaluation
             done = self.state["epoch"]
-            score = self._evaluate_and_log(done, pending)
+            score = self._checkpoint_then_evaluate(done, pending)
             self.logger.log(pending | {"epoch": done}, step=self.state["global_step"])
             self._checkpoint(done, score)
         for epoch in range(self.state["epoch"], t.num_epochs):
@@ -225,7 +225,7 @@ class Trainer:
             score = None
             if self.rank == 0:
                 if ev.n_test > 0 and (done % ev.every_epochs == 0 or done == t.num_epochs):
-                    score = self._evaluate_and_log(done, metrics)
+                    score = self._checkpoint_then_evaluate(done, metrics)
                 self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"])
                 if done % t.checkpoint_every == 0 or done == t.num_epochs or score is not None:
                     self._checkpoint(done, score)
