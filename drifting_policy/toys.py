@@ -262,6 +262,7 @@ def train_conditional(
     ema_decay: float = 0.999,
     noise_gain: float = 1.0,
     noise_skip: float = 0.0,
+    skip_anneal: float = 0.0,
     weighting: str = "none",
     progress=None,
 ):
@@ -270,7 +271,8 @@ def train_conditional(
     method: "mse" (deterministic regression), "ddpm" (epsilon prediction, 100 steps), "drift" (G generated
     samples per observation; positives = the demos of its k nearest observations in the batch, itself included;
     k = 1 is the per-observation recipe). ``noise_gain`` scales the drifting generator's noise input;
-    ``noise_skip`` adds ``noise_skip * noise`` to its output (the policy's ``noise_skip``);
+    ``noise_skip`` adds ``noise_skip * noise`` to its output (the policy's ``noise_skip``), decayed linearly to 0
+    over the first ``skip_anneal`` fraction of the steps when that is > 0 (the policy's ``noise_skip_anneal``);
     ``weighting="gaussian"`` weighs the neighbours' demos by the policy's observation kernel (``weight_pos``).
     """
     torch.manual_seed(seed)
@@ -282,7 +284,10 @@ def train_conditional(
     ema = EMA(net, ema_decay)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     alpha_bar = _cosine_alpha_bar()
-    for _ in range(steps):
+    def skip_at(step: int) -> float:
+        return noise_skip * max(0.0, 1.0 - step / (skip_anneal * steps)) if skip_anneal > 0 else noise_skip
+
+    for step in range(steps):
         idx = torch.randint(n_demos, (batch,), generator=gen)
         o, a = obs[idx, None], act[idx]
         if method == "mse":
@@ -295,7 +300,7 @@ def train_conditional(
             loss = (net(torch.cat([o, x_t, t[:, None] / DDPM_STEPS], 1)) - noise).square().mean()
         else:
             eps = torch.randn(batch, g, 2, generator=gen)
-            x = net(torch.cat([o[:, None].expand(-1, g, -1), noise_gain * eps], -1)) + noise_skip * eps  # (B, G, 2)
+            x = net(torch.cat([o[:, None].expand(-1, g, -1), noise_gain * eps], -1)) + skip_at(step) * eps  # (B, G, 2)
             idx, dist = knn_with_distances(o, k)
             w = neighbour_weights(dist) if weighting == "gaussian" else None
             loss = drifting_loss(x, a[idx], weight_pos=w)[0].mean()  # positives (B, k, 2)
@@ -315,7 +320,7 @@ def train_conditional(
             return model(oo)
         if method == "drift":
             eps = torch.randn(len(o), m, 2, generator=noise_gen)
-            return model(torch.cat([oo, noise_gain * eps], -1)) + noise_skip * eps
+            return model(torch.cat([oo, noise_gain * eps], -1)) + skip_at(steps) * eps
         return ddpm_sample(model, oo, alpha_bar, noise_gen)
 
     return sample

@@ -39,6 +39,8 @@ METHODS = {  # name -> train_conditional keyword arguments
     "knn k=16 G=8 gain4": dict(method="drift", g=8, k=16, noise_gain=4.0),
     "self G=8 skip1": dict(method="drift", g=8, k=1, noise_skip=1.0),  # the policy's noise_skip: output + noise
     "self G=8 skip0.5": dict(method="drift", g=8, k=1, noise_skip=0.5),
+    # skip 1 decayed linearly to 0 over the first half of training (the policy's noise_skip_anneal)
+    "self G=8 skip1 anneal0.5": dict(method="drift", g=8, k=1, noise_skip=1.0, skip_anneal=0.5),
 }
 EVAL_OBS = torch.linspace(0.0025, 0.9975, 200)  # 200 observations x 64 samples each
 PLOT_OBS = torch.tensor([0.1, 0.5, 0.9])

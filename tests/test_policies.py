@@ -154,3 +154,24 @@ def test_noise_skip_widens_the_initial_samples_and_still_trains():
     train_steps(policy, batch)
     torch.manual_seed(0)
     assert policy.compute_loss(batch)[1]["mse_to_demo"] < 0.5 * before
+
+
+def test_noise_skip_anneal_decays_the_skip_and_is_saved_with_the_weights():
+    """noise_skip_anneal = 0.5: the skip falls linearly from noise_skip to 0 over the first half of training; the
+    progress is a buffer, so a checkpoint generates with the skip it was trained at."""
+    policy = make_policy("drifting", noise_skip=1.0, noise_skip_anneal=0.5)
+    skips = []
+    for fraction in (0.0, 0.25, 0.5, 1.0):
+        policy.set_train_progress(fraction)
+        skips.append(policy.current_noise_skip())
+    assert skips == [1.0, 0.5, 0.0, 0.0]
+    policy.set_train_progress(0.25)
+    restored = make_policy("drifting", noise_skip=1.0, noise_skip_anneal=0.5)
+    restored.load_state_dict(policy.state_dict())
+    assert restored.current_noise_skip() == 0.5
+    cond = policy.encode_obs(make_batch()["obs"])
+    noise = torch.randn(len(cond), 8, 2)
+    torch.testing.assert_close(policy._generate(noise, cond), policy.model(noise, cond) + 0.5 * noise)
+    with pytest.raises(ValueError, match="noise_skip_anneal"):
+        make_policy("drifting", noise_skip=1.0, noise_skip_anneal=2.0)
+    assert "train_progress" not in make_policy("drifting").state_dict()  # old checkpoints keep loading

@@ -65,6 +65,15 @@ def test_neighbour_batches_feed_knn_positives_and_resume_the_same_batches(tiny_c
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in records)
 
 
+def test_trainer_feeds_the_skip_schedule_to_both_policies_and_saves_it(tiny_cfg):
+    cfg = tiny_cfg(extra=["policy.noise_skip=1.0", "policy.noise_skip_anneal=0.5"])
+    trainer = Trainer(cfg)
+    trainer.run()
+    assert trainer.policy.current_noise_skip() == 0.0 and trainer.ema_policy.current_noise_skip() == 0.0
+    assert load_file(resolve_checkpoint(cfg.run_dir) / "ema.safetensors")["train_progress"].item() == 1.0
+    assert load_policy(resolve_checkpoint(cfg.run_dir))[0].current_noise_skip() == 0.0
+
+
 def test_run_folder_has_config_checkpoint_and_metrics(tiny_cfg):
     cfg = tiny_cfg("diffusion")
     Trainer(cfg).run()

@@ -49,6 +49,10 @@ class Policy(nn.Module):
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
+    def set_train_progress(self, fraction: float) -> None:
+        """The trainer calls this after every optimiser step with the fraction of training done (0..1), on the
+        trained and the EMA policy alike; a policy whose recipe follows a schedule overrides it."""
+
     def generate(self, cond: torch.Tensor) -> torch.Tensor:
         """(B, C) conditioning -> (B, Tp, Da) normalised action chunk."""
         raise NotImplementedError

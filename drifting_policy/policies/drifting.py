@@ -49,7 +49,8 @@ def neighbour_weights(dist: torch.Tensor, bandwidth: float | None = None) -> tor
 class DriftingPolicy(Policy):
     def __init__(self, *args, n_samples: int = 8, grouping: str = "chunk", positives: str = "self",
                  knn_k: int = 8, knn_space: str = "auto", knn_weighting: str = "none", knn_bandwidth: float | None = None,
-                 temperatures=(0.02, 0.05, 0.2), noise_skip: float = 0.0, **kwargs):
+                 temperatures=(0.02, 0.05, 0.2), noise_skip: float = 0.0, noise_skip_anneal: float = 0.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if grouping not in ("chunk", "timestep"):
             raise ValueError(f"policy.grouping must be 'chunk' or 'timestep'; got '{grouping}'")
@@ -63,13 +64,27 @@ class DriftingPolicy(Policy):
             raise ValueError(f"policy.knn_weighting must be 'none' or 'gaussian'; got '{knn_weighting}'")
         self.knn_k, self.knn_space, self.temperatures = knn_k, knn_space, tuple(temperatures)
         self.knn_weighting, self.knn_bandwidth = knn_weighting, knn_bandwidth
-        self.noise_skip = float(noise_skip)
+        self.noise_skip, self.noise_skip_anneal = float(noise_skip), float(noise_skip_anneal)
+        if not 0.0 <= self.noise_skip_anneal <= 1.0:
+            raise ValueError(f"policy.noise_skip_anneal must be a fraction of training in [0, 1]; got {noise_skip_anneal}")
+        if self.noise_skip_anneal > 0:  # saved with the weights: a checkpoint generates with the skip it was at
+            self.register_buffer("train_progress", torch.zeros(()))
+
+    def set_train_progress(self, fraction: float) -> None:
+        if self.noise_skip_anneal > 0:
+            self.train_progress.fill_(fraction)
+
+    def current_noise_skip(self) -> float:
+        """``noise_skip``, decayed linearly to 0 over the first ``noise_skip_anneal`` of training when that is > 0."""
+        if self.noise_skip_anneal <= 0:
+            return self.noise_skip
+        return self.noise_skip * max(0.0, 1.0 - self.train_progress.item() / self.noise_skip_anneal)
 
     def _generate(self, noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """One network call; ``noise_skip`` > 0 adds the noise itself to the output, so that samples start as wide
         as the noise (the U-Net's GroupNorm normalises any input gain away) and collapsing them is work."""
-        out = self.model(noise, cond)
-        return out + self.noise_skip * noise if self.noise_skip else out
+        out, skip = self.model(noise, cond), self.current_noise_skip()
+        return out + skip * noise if skip else out
 
     def _positives(self, batch: dict, cond: torch.Tensor, target: torch.Tensor):
         """(B, Tp, Da) demos -> (B, P, Tp, Da) positives of each observation and their (B, P) weights (or None)."""

@@ -157,6 +157,8 @@ class Trainer:
             self.lr_scheduler.step()
             self.ema.step(self.policy.parameters())
             self.state["global_step"] += 1
+            for policy in (self.policy, self.ema_policy):
+                policy.set_train_progress(self.state["global_step"] / (self.steps_per_epoch * t.num_epochs))
             for k, v in ({"train_loss": loss.item()} | logs).items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{loss.item():.4f}")
