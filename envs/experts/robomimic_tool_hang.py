@@ -6,11 +6,13 @@ orientation is computed from the current frame-in-gripper transform every step (
 and the gripper position is corrected by the error of the rod tip. The hook arm's yaw is snapped to a world axis so
 the square rod enters the square cavity face-on (on its diagonal it jams).
 
-Stage 2: grasp the tool's grip block top-down, turn the ring plane vertical and across the hook arm, tilted ~50 deg
-so its leading upper arc clears the 1.2 cm nub at the hook's free end while its lower arc is still outside the end,
-then drop it under the arm, slide it on (PI servo on the measured ring centre, ~1 mm) and release; a miss backs off and
-retries with new offsets. The margins are ~1-2 mm, so this stage succeeds in a minority of attempts (see
-docs/notes/robomimic.md for the measured rate).
+Stage 2 ("drop over the nub"): grasp the tool's grip block top-down, lift it and turn it flat so that its handle
+points out of the hook's free end (toward the robot), carry the ring horizontally over the 1.2 cm nub at the free end
+and lower it around the nub (the octagonal hole, inradius 9.7 mm, around the 7.5 mm nub: ~4 mm clearance on every
+side, where threading the ring on sideways leaves 1-2 mm), tip it ~10 deg about the ring's inner edge (outer side
+down) and open the gripper: the tool's weight, ~9 cm outward of the end, swings the ring's outer arc down past the end
+face and under the hook arm, and the tool hangs. If it sticks on the nub, the closed fingertips push the grip block
+down until it tips over. The ring is servoed with the measured tool pose every step (PI on the ring centre).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from envs.experts.robomimic_lift_can import body_pose, goto, hold
+from scipy.spatial.transform import Rotation
+
 from envs.experts.robomimic_servo import gripper_yaw, servo, top_down, wrap
 from envs.robomimic import grip_site_pose
 
@@ -97,42 +101,59 @@ def ring_on_hook(rs) -> bool:
     return bool(np.linalg.norm(rel - t * axis) < 0.0065 and 0.05 < t < 1.0)
 
 
-def servo_object(env, body: str, point: str, point_target: np.ndarray, rot_target: np.ndarray, gripper: float,
-                 speed: float, bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Servo a grasped object: a site on it to ``point_target``, its body to ``rot_target`` (measured each step).
-    ``bias`` is added to the gripper target (the integral term that removes the droop under the object's weight)."""
+def servo_ring(env, ring_target: np.ndarray, rot_target: np.ndarray, speed: float,
+               bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """One action toward the gripper pose that puts the held tool at ``rot_target`` with its ring centre at
+    ``ring_target``, through the grasp as measured now (slip is absorbed). ``bias`` (added to the gripper target) is
+    the integral term that removes the droop under the tool's weight. Returns (action, ring error, rotation error)."""
     rs = env.rs_env
     pg, rg = grip_site_pose(rs)
-    _, ro = body_pose(rs, rs.obj_body_id[body])
-    err = point_target - site(rs, point)
-    goal = pg + err + (0.0 if bias is None else bias)
-    action, _, err_rot = servo(env, goal, rot_target @ (rg.T @ ro).T, gripper, speed)
-    return action, err, err_rot
+    po, ro = body_pose(rs, rs.obj_body_id["tool"])
+    ring = site(rs, "tool_hole1_center")
+    r_go, p_go = rg.T @ ro, rg.T @ (po - pg)
+    rg_target = rot_target @ r_go.T
+    pg_target = ring_target - rot_target @ (ro.T @ (ring - po)) - rg_target @ p_go
+    action, _, err_rot = servo(env, pg_target + bias, rg_target, 1.0, speed)
+    return action, ring_target - ring, err_rot
 
 
-def move_object(env, body, point, target, rot_target, speed, tol, limit, tol_rot=0.05):
-    """PI servo of a held object's site; the integral only acts near the target (millimetre threading)."""
-    bias = np.zeros(3)
+def track(env, path, n: int, speed: float, limit: int, tol_track: float = 0.003, tol_end: float = 0.0015,
+          tol_rot: float = 0.05, gate_rot: float = 0.15) -> Iterator[tuple[np.ndarray, bool]]:
+    """Carry the ring along path(s), s in [0, 1], in n increments: the next one only while the ring is within
+    tol_track of the current target; ends within tol_end of the last (or after ``limit`` steps). The integral gain
+    is small (0.1 per step): 0.3 made the heavy tool oscillate by +-3 mm."""
+    k, bias = 0, np.zeros(3)
     for _ in range(limit):
-        action, err, err_rot = servo_object(env, body, point, target(), rot_target, 1.0, speed, bias)
-        if np.linalg.norm(err) < tol and err_rot < tol_rot:
+        target, rot = path(min(k / max(n, 1), 1.0))
+        action, err, err_rot = servo_ring(env, target, rot, speed, bias)
+        e = float(np.linalg.norm(err))
+        if e < 0.015:
+            bias = np.clip(bias + 0.1 * err, -0.02, 0.02)
+        if k >= n and e < tol_end and err_rot < tol_rot:
             return True
-        if np.linalg.norm(err) < 0.02:
-            bias = np.clip(bias + 0.3 * err, -0.02, 0.02)
+        if k < n and e < tol_track and err_rot < gate_rot:
+            k += 1
         yield action, False
     return False
 
 
-def hang_tool(env, rng, speed: float, tilt: float = 0.87) -> Iterator[tuple[np.ndarray, bool]]:
+def hang_tool(env, rng, speed: float) -> Iterator[tuple[np.ndarray, bool]]:
     rs = env.rs_env
     tid = rs.obj_body_id["tool"]
-    # top-down grasp of the tool's grip block, fingers across the handle (tool local x)
+    q7 = lambda: float(rs.sim.data.qpos[rs.robots[0]._ref_joint_pos_indexes][6])  # noqa: E731
+    # hook geometry, measured: h points (horizontally) from the free end inward along the hook arm
+    hang, inter = site(rs, "frame_hang_site"), site(rs, "frame_intersection_site")
+    z = np.array([0.0, 0.0, 1.0])
+    h = inter - hang
+    h = (h - (h @ z) * z) / np.linalg.norm(h - (h @ z) * z)
+    side = np.cross(h, z)
+    # tool held flat with its handle (tool local x, from the ring to the grip) pointing out of the free end
+    target_rt = np.stack([-h, np.cross(z, -h), z], axis=1)
+    # top-down grasp of the grip block, fingers across the handle, at the yaw that becomes the home yaw (0) once the
+    # tool is turned to target_rt; the turn (either way round) is chosen after lifting by joint 7's room
     _, rt = body_pose(rs, tid)
-    handle = rt[:, 0]
-    yaw_raw = np.arctan2(handle[1], handle[0])  # fingers along yaw + 90 deg: across the handle
-    # of the two grasp yaws take the one turned half a turn from the home yaw: with the other, tilting the ring
-    # later drives the wrist (joint 7) into its limit at -2.9 rad
-    yaw = wrap(yaw_raw, np.pi) + np.pi
+    turn = wrap(np.arctan2(-h[1], -h[0]) - np.arctan2(rt[1, 0], rt[0, 0]))
+    yaw = -turn
     rot = top_down(yaw)
     tool = lambda: body_pose(rs, tid)[0]  # noqa: E731
     high = grip_site_pose(rs)[0]
@@ -140,40 +161,55 @@ def hang_tool(env, rng, speed: float, tilt: float = 0.87) -> Iterator[tuple[np.n
     yield from goto(env, lambda: tool() + [0, 0, 0.08], rot, -1.0, speed, 0.015, 0.1, 80)
     yield from goto(env, lambda: tool() + [0, 0, 0.0], rot, -1.0, 0.5, 0.006, 0.08, 50, False)
     yield from hold(env, grip_site_pose(rs)[0], rot, 1.0, 8)
-    up = grip_site_pose(rs)[0] + [0, 0, 0.2]
+    up = grip_site_pose(rs)[0] + [0, 0, rng.uniform(0.1, 0.14)]
     yield from goto(env, lambda: up, rot, 1.0, speed, 0.03, 0.2, 40)
-    # hook geometry, measured: h points from the free end inward along the hook arm
-    hang, inter = site(rs, "frame_hang_site"), site(rs, "frame_intersection_site")
-    h = (inter - hang) / np.linalg.norm(inter - hang)
-    z = np.array([0.0, 0.0, 1.0])
-    side = np.cross(h, z)
-    u = np.sin(tilt) * h + np.cos(tilt) * z  # ring plane: spanned by the handle (side) and u, leaning inward
-    # the handle may point either way along `side`: take the one the held tool is closer to (less wrist travel)
-    _, rt = body_pose(rs, tid)
-    handle_dir = side if rt[:, 0] @ side >= 0 else -side
-    target_rt = np.stack([handle_dir, u, np.cross(handle_dir, u)], axis=1)  # tool local (x, y, z)
-    ring = "tool_hole1_center"
-    r = 0.0097 * 0.9  # inner radius of the ring's octagon, less a little for the servo error
-    boff, ahead = 0.006, 0.006  # clearance over the nub, how far past the free end the ring goes before dropping
-    for _ in range(4):  # threading attempts: a miss backs off to the approach point and retries with new offsets
-        waypoints = [  # ring-centre targets in hook coordinates (along h, up): over the nub, then under the bar
-            (-0.05, 0.03, 0.6, 0.01),
-            (-0.012, 0.016 - r * np.cos(tilt) + boff, 0.25, 0.0015),
-            (ahead, 0.016 - r * np.cos(tilt) + boff, 0.2, 0.0015),
-            (0.006, -0.001, 0.15, 0.002),
-            (0.02, -0.002, 0.15, 0.002),
-        ]
-        for a, b, spd, tol in waypoints:
-            target = hang + a * h + b * z
-            yield from move_object(env, "tool", ring, lambda t=target: t, target_rt, spd, tol, 100)
+    # joint 7 turns opposite to the gripper yaw: of the two ways round take the one that ends nearer its middle
+    # (the shorter one drove it into its +2.9 rad limit for some grasps)
+    turn = min((turn, turn - np.sign(turn) * 2 * np.pi), key=lambda c: abs(q7() - c))
+    for y in np.linspace(yaw, yaw + turn, int(np.ceil(abs(turn) / np.radians(30))) + 1)[1:]:
+        for _ in range(25):
+            action, _, err_rot = servo(env, up, top_down(y), 1.0, speed, 0.4)
+            if err_rot < 0.1:
+                break
+            yield action, False
+    # up to hook height first (a straight line from the table swept the tool through the frame's rod), then over the
+    # nub, then down around it: the hole's centre over the nub (a0 inward of the end face), its lower face ~1.5 mm
+    # over the hook arm
+    a0 = rng.uniform(0.0025, 0.0055)
+    ring = site(rs, "tool_hole1_center")
+    via = np.array([ring[0], ring[1], hang[2] + rng.uniform(0.06, 0.08)])
+    above = hang + a0 * h + rng.uniform(0.04, 0.05) * z
+    c0 = hang + a0 * h + 0.009 * z
+    yield from track(env, lambda s: (via, target_rt), 0, 0.8, 60, tol_end=0.02)
+    yield from track(env, lambda s: (above, target_rt), 0, 0.8, 120, tol_end=0.004)
+    yield from track(env, lambda s: (above + s * (c0 - above), target_rt), 10, 0.3, 100)
+    # tip the ring about its inner lower edge, outer side (the handle) down
+    tilt = np.radians(rng.uniform(7.0, 13.0))
+    pivot = c0 + 0.0097 * h - 0.0035 * z
+
+    def tipped(s):
+        r = Rotation.from_rotvec(side * s * tilt).as_matrix()
+        return pivot + r @ (c0 - pivot), r @ target_rt
+
+    yield from track(env, tipped, int(np.ceil(np.degrees(tilt) / 2)), 0.3, 60)
+    # let go and move up; if the ring sits on the nub, push the grip block down with the closed fingertips
+    here = grip_site_pose(rs)
+    yield from hold(env, here[0], here[1], -1.0, 10)
+    up = here[0] + [0, 0, 0.06]
+    yield from goto(env, lambda: up, here[1], -1.0, 0.5, 0.01, 0.3, 30)
+    for _ in range(15):
         if ring_on_hook(rs):
             break
-        back = hang - 0.05 * h + 0.03 * z
-        yield from move_object(env, "tool", ring, lambda t=back: t, target_rt, 0.3, 0.01, 40)
-        boff, ahead = rng.uniform(0.004, 0.009), rng.uniform(0.003, 0.008)
-    here = grip_site_pose(rs)
-    yield from hold(env, here[0], here[1], -1.0, 8)
-    yield from goto(env, lambda: here[0] - here[1][:, 2] * 0.1, here[1], -1.0, 0.5, 0.02, 0.3, 40)
+        yield servo(env, up, here[1], -1.0)[0], False
+    for _ in range(2):
+        if ring_on_hook(rs):
+            break
+        grip = tool()
+        over = grip + [0, 0, 0.05]
+        yield from goto(env, lambda: over, here[1], 1.0, 0.6, 0.01, 0.3, 25)
+        yield from goto(env, lambda: grip + [0, 0, rng.uniform(-0.035, -0.025)], here[1], 1.0, 0.3, 0.005, 0.3, 25)
+        yield from goto(env, lambda: over, here[1], 1.0, 0.6, 0.01, 0.3, 25)
+    yield from goto(env, lambda: up, here[1], -1.0, 0.6, 0.01, 0.3, 30)
 
 
 def tool_hang_expert(env, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, bool]]:
@@ -182,7 +218,7 @@ def tool_hang_expert(env, rng: np.random.Generator) -> Iterator[tuple[np.ndarray
     # reachable (with the hook toward -y the gripper ends pointing at the robot and cannot turn down again)
     hook_dir = np.array([-1.0, 0.0, 0.0])
     yield from insert_frame(env, rng, hook_dir, speed)
-    yield from hang_tool(env, rng, speed, tilt=rng.uniform(0.82, 0.92))
+    yield from hang_tool(env, rng, speed)
     while True:
         here = grip_site_pose(env.rs_env)
         yield servo(env, here[0], here[1], -1.0)[0], False
