@@ -1,6 +1,6 @@
 """The side-by-side benchmark: drifting vs Diffusion Policy (DDPM-100 and DDIM-10 from the same checkpoints).
 
-    python scripts/benchmark.py tasks=pusht_state,lift_state policies=drifting,diffusion seeds=42,43,44 scale=cpu \
+    python scripts/benchmark.py tasks=pusht_state,lift_state policies=drifting,diffusion[,bc] seeds=42,43,44 scale=cpu \
         [out=docs/benchmark/runs] [run_root=outputs/benchmark] [threads=1] [k=10] [report=docs/benchmark] \
         [any train_policy.py override, e.g. training.num_epochs=50 task.eval.n_test=10]
 
@@ -39,9 +39,9 @@ def main(argv):
     if scale == "auto":
         sys.exit("scale=auto would name runs by the machine they ran on; say scale=cpu or scale=paper")
     policies = own.get("policies", "drifting,diffusion").split(",")
-    bad = sorted(set(policies) - {"drifting", "diffusion"})
+    bad = sorted(set(policies) - {"drifting", "diffusion", "bc"})
     if bad:
-        sys.exit(f"policies must be drifting and/or diffusion, not {bad}")
+        sys.exit(f"policies must be drifting, diffusion and/or bc (the deterministic baseline), not {bad}")
     out, run_root = Path(own.get("out", "docs/benchmark/runs")), Path(own.get("run_root", "outputs/benchmark"))
     command = "python scripts/benchmark.py " + shlex.join(argv)
     failed = []

@@ -19,7 +19,7 @@ from pathlib import Path
 from drifting_policy.evaluation.benchmark import overrides_tag
 from drifting_policy.evaluation.protocol import aggregate_suite, load_runs
 
-VARIANT_ORDER = {"drifting": 0, "ddim10": 1, "ddpm100": 2}
+VARIANT_ORDER = {"drifting": 0, "ddim10": 1, "ddpm100": 2, "bc": 3}
 
 
 def latency_name(variant: str) -> str:
