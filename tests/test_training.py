@@ -74,6 +74,13 @@ def test_trainer_feeds_the_skip_schedule_to_both_policies_and_saves_it(tiny_cfg)
     assert load_policy(resolve_checkpoint(cfg.run_dir))[0].current_noise_skip() == 0.0
 
 
+def test_a_warmup_longer_than_half_the_run_is_flagged(tiny_cfg):
+    cfg = tiny_cfg()
+    cfg.training.warmup_steps = 100  # the run has 2 epochs of 6 steps
+    with pytest.warns(UserWarning, match="warmup_steps = 100 is more than half of the run's 12 optimiser steps"):
+        Trainer(cfg)
+
+
 def test_run_folder_has_config_checkpoint_and_metrics(tiny_cfg):
     cfg = tiny_cfg("diffusion")
     Trainer(cfg).run()

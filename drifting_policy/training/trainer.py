@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=t.lr, betas=tuple(t.betas),
                                            weight_decay=t.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_set) / t.batch_size)
+        if t.warmup_steps > 0.5 * self.steps_per_epoch * t.num_epochs:
+            warnings.warn(f"training.warmup_steps = {t.warmup_steps} is more than half of the run's "
+                          f"{self.steps_per_epoch * t.num_epochs} optimiser steps: the learning rate stays far below "
+                          f"training.lr = {t.lr} for most of training; lower warmup_steps", stacklevel=2)
         self.lr_scheduler = get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=t.warmup_steps,
                                           num_training_steps=self.steps_per_epoch * t.num_epochs)
         self.model = DistributedDataParallel(self.policy) if self.world > 1 else self.policy
