@@ -119,3 +119,18 @@ def test_a_rollout_video_that_cannot_be_written_warns_instead_of_failing(tmp_pat
     assert not (tmp_path / "a.mp4").exists()
     assert _write_video([frame, frame], tmp_path / "b.mp4", "TwoPathsEnv") == tmp_path / "b.mp4"
     assert (tmp_path / "b.mp4").stat().st_size > 0
+
+
+def test_a_video_writer_without_mp4_support_warns_instead_of_ending_the_run(tmp_path, monkeypatch):
+    """Without imageio-ffmpeg, imageio picks a writer that rejects fps (TypeError): seen on a GPU machine mid-run."""
+    import imageio
+
+    from drifting_policy.evaluation.rollout import _write_video
+
+    def tiff_like_writer(*args, **kwargs):
+        raise TypeError("TiffWriter.write() got an unexpected keyword argument 'fps'")
+
+    monkeypatch.setattr(imageio, "mimsave", tiff_like_writer)
+    frame = np.zeros((8, 8, 3), np.uint8)
+    with pytest.warns(UserWarning, match="imageio-ffmpeg"):
+        assert _write_video([frame, frame], tmp_path / "c.mp4", "TwoPathsEnv") is None
