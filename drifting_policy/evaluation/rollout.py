@@ -76,9 +76,9 @@ def _write_video(frames: list, path: Path, env_name: str) -> Path | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         imageio.mimsave(path, frames, fps=10, macro_block_size=1)
-    except Exception as e:  # ENOMEM forking ffmpeg from a large process; no imageio-ffmpeg (imageio then picks
-        warnings.warn(f"video {path} not written ({type(e).__name__}: {e}); mp4 needs the imageio-ffmpeg "  # a
-                      "package")                                         # writer without fps: TypeError)
+    except Exception as e:  # ENOMEM forking ffmpeg from a large process; without imageio-ffmpeg imageio picks a
+        # writer that rejects fps (TypeError)
+        warnings.warn(f"video {path} not written ({type(e).__name__}: {e}); mp4 needs the imageio-ffmpeg package")
         return None
     return path
 

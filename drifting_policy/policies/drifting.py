@@ -74,17 +74,23 @@ class DriftingPolicy(Policy):
         if self.noise_skip_anneal > 0:
             self.train_progress.fill_(fraction)
 
-    def current_noise_skip(self) -> float:
-        """``noise_skip``, decayed linearly to 0 over the first ``noise_skip_anneal`` of training when that is > 0."""
+    def _skip(self) -> float | torch.Tensor:
+        """``noise_skip``, decayed linearly to 0 over the first ``noise_skip_anneal`` of training when that is > 0
+        (then a 0-d tensor on the model's device: no host sync per forward)."""
         if self.noise_skip_anneal <= 0:
             return self.noise_skip
-        return self.noise_skip * max(0.0, 1.0 - self.train_progress.item() / self.noise_skip_anneal)
+        return self.noise_skip * (1.0 - self.train_progress / self.noise_skip_anneal).clamp(min=0.0)
+
+    def current_noise_skip(self) -> float:
+        return float(self._skip())
 
     def _generate(self, noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """One network call; ``noise_skip`` > 0 adds the noise itself to the output, so that samples start as wide
         as the noise (the U-Net's GroupNorm normalises any input gain away) and collapsing them is work."""
-        out, skip = self.model(noise, cond), self.current_noise_skip()
-        return out + skip * noise if skip else out
+        out = self.model(noise, cond)
+        if not self.noise_skip:
+            return out
+        return out + self._skip() * noise
 
     def _positives(self, batch: dict, cond: torch.Tensor, target: torch.Tensor):
         """(B, Tp, Da) demos -> (B, P, Tp, Da) positives of each observation and their (B, P) weights (or None)."""

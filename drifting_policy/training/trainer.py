@@ -89,12 +89,13 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=t.lr, betas=tuple(t.betas),
                                            weight_decay=t.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_set) / t.batch_size)
-        if t.warmup_steps > 0.5 * self.steps_per_epoch * t.num_epochs:
+        self.total_steps = self.steps_per_epoch * t.num_epochs
+        if t.warmup_steps > 0.5 * self.total_steps:
             warnings.warn(f"training.warmup_steps = {t.warmup_steps} is more than half of the run's "
-                          f"{self.steps_per_epoch * t.num_epochs} optimiser steps: the learning rate stays far below "
+                          f"{self.total_steps} optimiser steps: the learning rate stays far below "
                           f"training.lr = {t.lr} for most of training; lower warmup_steps", stacklevel=2)
         self.lr_scheduler = get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=t.warmup_steps,
-                                          num_training_steps=self.steps_per_epoch * t.num_epochs)
+                                          num_training_steps=self.total_steps)
         self.model = DistributedDataParallel(self.policy) if self.world > 1 else self.policy
         self._neighbours = None  # built on first use by _neighbour_table (training.neighbour_batches)
         self.state = {"epoch": 0, "global_step": 0, "ema_step": 0, "top_k": [], "run_id": None}
@@ -163,7 +164,7 @@ class Trainer:
             self.ema.step(self.policy.parameters())
             self.state["global_step"] += 1
             for policy in (self.policy, self.ema_policy):
-                policy.set_train_progress(self.state["global_step"] / (self.steps_per_epoch * t.num_epochs))
+                policy.set_train_progress(self.state["global_step"] / self.total_steps)
             for k, v in ({"train_loss": loss.item()} | logs).items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{loss.item():.4f}")

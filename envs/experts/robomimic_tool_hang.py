@@ -21,9 +21,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from drifting_policy.data.rotation import axis_angle_to_matrix
 from envs.experts.robomimic_lift_can import body_pose, goto, hold
-from scipy.spatial.transform import Rotation
-
 from envs.experts.robomimic_servo import gripper_yaw, servo, top_down, wrap
 from envs.robomimic import grip_site_pose
 
@@ -188,7 +187,7 @@ def hang_tool(env, rng, speed: float) -> Iterator[tuple[np.ndarray, bool]]:
     pivot = c0 + 0.0097 * h - 0.0035 * z
 
     def tipped(s):
-        r = Rotation.from_rotvec(side * s * tilt).as_matrix()
+        r = axis_angle_to_matrix(side * s * tilt)
         return pivot + r @ (c0 - pivot), r @ target_rt
 
     yield from track(env, tipped, int(np.ceil(np.degrees(tilt) / 2)), 0.3, 60)
@@ -206,9 +205,9 @@ def hang_tool(env, rng, speed: float) -> Iterator[tuple[np.ndarray, bool]]:
             break
         grip = tool()
         over = grip + [0, 0, 0.05]
-        yield from goto(env, lambda: over, here[1], 1.0, 0.6, 0.01, 0.3, 25)
-        yield from goto(env, lambda: grip + [0, 0, rng.uniform(-0.035, -0.025)], here[1], 1.0, 0.3, 0.005, 0.3, 25)
-        yield from goto(env, lambda: over, here[1], 1.0, 0.6, 0.01, 0.3, 25)
+        yield from goto(env, lambda o=over: o, here[1], 1.0, 0.6, 0.01, 0.3, 25)
+        yield from goto(env, lambda g=grip: g + [0, 0, rng.uniform(-0.035, -0.025)], here[1], 1.0, 0.3, 0.005, 0.3, 25)
+        yield from goto(env, lambda o=over: o, here[1], 1.0, 0.6, 0.01, 0.3, 25)
     yield from goto(env, lambda: up, here[1], -1.0, 0.6, 0.01, 0.3, 30)
 
 
