@@ -118,7 +118,7 @@ def ddim_records(folder: Path, epochs: list[int], cfg, threads: int) -> list[dic
                                           device="cuda" if torch.cuda.is_available() else "cpu")
         records.append({"epoch": epoch} | {f"test/{k}": v for k, v in summary.items()
                                            if isinstance(v, (int, float)) and not isinstance(v, bool)
-                                           and k not in ("seed_start", "torch_threads", "num_inference_steps")})
+                                           and k not in ("seed_start", "sampling_seed", "torch_threads", "num_inference_steps")})
     return records
 
 
@@ -184,6 +184,7 @@ def benchmark_one(task: str, policy: str, seed: int, scale: str, out: Path, run_
         "command": shlex.join(cmd), "suite_command": suite_command, "run_dir": str(folder),
         "train_wall_s": sum(json.loads(wall_file.read_text())["attempts_s"]) if wall_file.exists() else None,
         "train_compute_s": sum(r.get("epoch_time_s", 0.0) for r in log),
+        "train_cpu_s": sum(r.get("epoch_cpu_s", 0.0) for r in log) or None,  # process CPU time of the training steps
         "num_epochs": int(cfg.training.num_epochs), "torch_threads": threads, "fingerprint": fingerprint(cfg),
         "training_budget": {k: cfg.training[k] for k in PER_POLICY_BUDGET},
         "host": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),

@@ -46,7 +46,9 @@ class RandomPolicy(torch.nn.Module):
 
 def evaluate_checkpoint(checkpoint, n_episodes: int = 50, seed_start: int = 100000, n_videos: int = 2,
                         out: str | Path | None = None, task: str | None = None, sampler: str | None = None,
-                        num_inference_steps: int | None = None, device: str = "cpu") -> dict:
+                        num_inference_steps: int | None = None, device: str = "cpu", sampling_seed: int | None = None) -> dict:
+    """Roll the checkpoint's EMA policy out on ``n_episodes`` test seeds from ``seed_start``; deterministic: the
+    policy's sampling is seeded with ``sampling_seed`` (default: the task's ``eval.sampling_seed``, as in training)."""
     if checkpoint == "random":
         if task is None:
             raise ValueError("checkpoint=random needs task=<name>")
@@ -63,13 +65,15 @@ def evaluate_checkpoint(checkpoint, n_episodes: int = 50, seed_start: int = 1000
         out = resolve_checkpoint(checkpoint).parent.parent / "eval" / resolve_checkpoint(checkpoint).name
     out = Path(out)
     resets = [{"seed": seed_start + i} for i in range(n_episodes)]
+    if sampling_seed is None:
+        sampling_seed = int(cfg.task.eval.get("sampling_seed", 0))
     results = rollout(policy, env_factory(cfg.task), resets, cfg.task.n_obs_steps, cfg.task.n_action_steps,
                       n_videos=n_videos, video_dir=out / "videos", batch_size=cfg.task.eval.get("batch_size", 50),
-                      desc="eval")
+                      desc="eval", seed=sampling_seed)
     summary = summarize(results, cfg.task.eval.get("n_stages"), cfg.task.eval.get("mode_statistics"))
     summary |= {"checkpoint": checkpoint if checkpoint == "random" else str(resolve_checkpoint(checkpoint)),
                 "task": cfg.task.name, "policy": "random" if checkpoint == "random" else cfg.policy.name,
-                "seed_start": seed_start, "torch_threads": torch.get_num_threads()}
+                "seed_start": seed_start, "sampling_seed": sampling_seed, "torch_threads": torch.get_num_threads()}
     if sampler:
         summary |= {"sampler": sampler, "num_inference_steps": policy.num_inference_steps}
     out.mkdir(parents=True, exist_ok=True)

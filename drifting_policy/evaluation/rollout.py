@@ -84,24 +84,38 @@ def _write_video(frames: list, path: Path, env_name: str) -> Path | None:
 
 
 def _scalar_info(info: dict) -> dict:
-    """The JSON-able scalars of a final info dict (mode labels, completed subtasks...)."""
+    """The JSON-able scalars of a final info dict (mode labels, completed subtasks...) and its small float vectors
+    (e.g. PushT's final agent + block state), so an episode's outcome can be compared exactly."""
     keep = {}
     for k, v in info.items():
         if isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)):
             keep[k] = v.item() if hasattr(v, "item") else v
         elif isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
             keep[k] = list(v)
+        elif isinstance(v, np.ndarray) and v.ndim == 1 and v.size <= 16 and v.dtype.kind == "f":
+            keep[k] = [float(x) for x in v]
     return keep
 
 
 @torch.no_grad()
 def rollout(policy, make_env, resets: list[dict], n_obs_steps: int, n_action_steps: int, n_videos: int = 0,
-            video_dir: Path | None = None, batch_size: int = 50, desc: str = "rollout") -> list[dict]:
+            video_dir: Path | None = None, batch_size: int = 50, desc: str = "rollout", seed: int = 0) -> list[dict]:
     """Run one episode per entry of ``resets`` (keyword arguments of ``env.reset``, e.g. ``{"seed": 100000}``).
 
     Returns one dict per episode: score (max over the episode), success, n_completed, length, the final info's
     scalars, and ``video`` (a path) for the first ``n_videos`` episodes.
+
+    Deterministic given its arguments: the policy's sampling noise comes from torch's global generator, seeded with
+    ``seed`` inside a forked RNG state, so the caller's (training's) random stream is left exactly as it was and the
+    same checkpoint on the same resets scores the same every time.
     """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _rollout(policy, make_env, resets, n_obs_steps, n_action_steps, n_videos, video_dir, batch_size, desc)
+
+
+def _rollout(policy, make_env, resets, n_obs_steps, n_action_steps, n_videos, video_dir, batch_size, desc):
     results: list[dict] = []
     policy.eval()
     bar = tqdm(total=len(resets), desc=desc, leave=False)

@@ -182,16 +182,22 @@ class Trainer:
         return float(np.mean(losses))
 
     def evaluate(self, epoch: int) -> dict:
+        """Roll out the EMA policy on the test seeds, then (in a second, separate rollout) the train inits.
+
+        Each rollout seeds its own sampling (``task.eval.sampling_seed``), so an epoch's test metrics equal what
+        ``eval_policy.py`` gives for that epoch's checkpoint on the same seeds, whatever the training RNG did."""
         ev = self.cfg.task.eval
-        results = rollout(self.ema_policy, env_factory(self.cfg.task), evaluation_resets(self.cfg, self.buffer),
-                          self.cfg.task.n_obs_steps, self.cfg.task.n_action_steps, n_videos=ev.n_videos,
-                          video_dir=self.run_dir / "videos" / f"epoch_{epoch:04d}", batch_size=ev.get("batch_size", 50),
-                          desc=f"eval epoch {epoch}")
-        test = [r for r in results if "seed" in r["reset"]]
-        train = [r for r in results if "seed" not in r["reset"]]
-        out = {f"test/{k}": v for k, v in summarize(test, ev.get("n_stages"), ev.get("mode_statistics")).items()}
-        if train:
-            out |= {f"train/{k}": v for k, v in summarize(train, ev.get("n_stages"), ev.get("mode_statistics")).items()}
+        resets = evaluation_resets(self.cfg, self.buffer)
+        out = {}
+        for split, chunk in (("test", [r for r in resets if "seed" in r]), ("train", [r for r in resets if "seed" not in r])):
+            if not chunk:
+                continue
+            results = rollout(self.ema_policy, env_factory(self.cfg.task), chunk, self.cfg.task.n_obs_steps,
+                              self.cfg.task.n_action_steps, n_videos=ev.n_videos if split == "test" else 0,
+                              video_dir=self.run_dir / "videos" / f"epoch_{epoch:04d}",
+                              batch_size=ev.get("batch_size", 50), desc=f"eval {split} epoch {epoch}",
+                              seed=ev.get("sampling_seed", 0))
+            out |= {f"{split}/{k}": v for k, v in summarize(results, ev.get("n_stages"), ev.get("mode_statistics")).items()}
         return out
 
     def _checkpoint(self, epoch: int, score: float | None, pending: dict | None = None) -> None:
@@ -226,10 +232,11 @@ class Trainer:
             self.logger.log(pending | {"epoch": done}, step=self.state["global_step"])
             self._checkpoint(done, score)
         for epoch in range(self.state["epoch"], t.num_epochs):
-            start = time.time()
+            start, cpu_start = time.time(), time.process_time()
             metrics = self.train_epoch(epoch)
             done = epoch + 1
-            metrics["epoch_time_s"] = time.time() - start
+            # wall and process-CPU seconds of the epoch's training steps (evaluation excluded): the compute budget
+            metrics["epoch_time_s"], metrics["epoch_cpu_s"] = time.time() - start, time.process_time() - cpu_start
             score = None
             if self.rank == 0:
                 if ev.n_test > 0 and (done % ev.every_epochs == 0 or done == t.num_epochs):
