@@ -98,7 +98,6 @@ def drifting_loss(
     gen: torch.Tensor,
     pos: torch.Tensor,
     neg: torch.Tensor | None = None,
-    weight_gen: torch.Tensor | None = None,
     weight_pos: torch.Tensor | None = None,
     weight_neg: torch.Tensor | None = None,
     temperatures: Sequence[float] = TEMPERATURES,
@@ -125,7 +124,7 @@ def drifting_loss(
             old = gen.detach()
             targets = torch.cat([old, neg.detach().float(), pos.detach().float()], dim=1)
             weights = torch.cat(
-                [_ones_if_none(weight_gen, old), _ones_if_none(weight_neg, neg), _ones_if_none(weight_pos, pos)],
+                [old.new_ones(old.shape[:2]), _ones_if_none(weight_neg, neg), _ones_if_none(weight_pos, pos)],
                 dim=1,
             )
             terms = _forces(old, targets, weights, Ng + neg.shape[1], True, temperatures)

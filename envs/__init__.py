@@ -2,8 +2,11 @@
 
 Every environment follows one contract (see envs/README.md): dict observations keyed as the task's
 ``shape_meta``, ``info["score"]`` in [0, 1] at every step (a rollout's score is its maximum), reproducible
-``reset(seed=...)`` and exact ``reset(options={"reset_to_state": ...})``.
-Simulators are imported lazily, so PushT never imports robosuite.
+``reset(seed=...)`` and exact ``reset(options={"reset_to_state": ...})``. A multimodal task's env class has a
+``mode_statistics(final_infos) -> dict`` static method; evaluation finds it through the registry.
+
+Importing this package registers every task's env with gymnasium (``gymnasium.make("drifting_policy/PushT-v0")``);
+the simulators themselves are imported lazily, so PushT never imports robosuite.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ try:
 except ImportError:  # CPU-only torch builds ship no triton, and then there is nothing to clash with
     pass
 
-# env name -> "module:class"
-ENVS = {
-    "pusht": "envs.pusht:PushTEnv",
-    "robomimic": "envs.robomimic:RobomimicEnv",
-    "block_push": "envs.block_push:BlockPushEnv",
-    "kitchen": "envs.kitchen:KitchenEnv",
-    "two_paths": "envs.two_paths:TwoPathsEnv",
+NAMESPACE = "drifting_policy"
+# gymnasium id (without the namespace) -> (entry point, fixed constructor kwargs)
+ENV_IDS = {
+    "PushT-v0": ("envs.pusht:PushTEnv", {}),
+    "Lift-v0": ("envs.robomimic:RobomimicEnv", {"env_name": "Lift"}),
+    "Can-v0": ("envs.robomimic:RobomimicEnv", {"env_name": "PickPlaceCan"}),
+    "ToolHang-v0": ("envs.robomimic:RobomimicEnv", {"env_name": "ToolHang"}),
+    "BlockPush-v0": ("envs.block_push:BlockPushEnv", {}),
+    "Kitchen-v0": ("envs.kitchen:KitchenEnv", {}),
+    "TwoPaths-v0": ("envs.two_paths:TwoPathsEnv", {}),
 }
+for _name, (_entry, _kwargs) in ENV_IDS.items():
+    if f"{NAMESPACE}/{_name}" not in gym.registry:
+        # our envs count their own steps (max_steps) and pass gymnasium's check_env (tests); no extra wrappers
+        gym.register(f"{NAMESPACE}/{_name}", entry_point=_entry, kwargs=_kwargs, disable_env_checker=True,
+                     order_enforce=False)
 
 # task name (as in `generate_demos.py task=...`) -> "module:function(out_path, n, seed, **kwargs) -> stats dict"
 DEMO_GENERATORS = {
@@ -40,17 +51,14 @@ DEMO_GENERATORS = {
 }
 
 
-def _resolve(table: dict[str, str], name: str, what: str):
-    if name not in table:
-        raise KeyError(f"unknown {what} '{name}'; known: {sorted(table)}")
-    module, attr = table[name].split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def make_env(name: str, **kwargs) -> gym.Env:
-    """Build environment ``name`` (a key of ENVS) with its keyword arguments from the task config."""
-    return _resolve(ENVS, name, "environment")(**kwargs)
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """``gymnasium.make`` of one of our ids, with or without the namespace (``"PushT-v0"``)."""
+    full = env_id if "/" in env_id else f"{NAMESPACE}/{env_id}"
+    return gym.make(full, **kwargs)
 
 
 def demo_generator(task: str):
-    return _resolve(DEMO_GENERATORS, task, "demo task")
+    if task not in DEMO_GENERATORS:
+        raise KeyError(f"unknown demo task '{task}'; known: {sorted(DEMO_GENERATORS)}")
+    module, attr = DEMO_GENERATORS[task].split(":")
+    return getattr(importlib.import_module(module), attr)

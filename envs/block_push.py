@@ -59,6 +59,11 @@ def _yaw(quat) -> float:
 class BlockPushEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
+    @staticmethod
+    def mode_statistics(results: list[dict]) -> dict:
+        """The mode split of a set of rollouts from their final infos (module-level ``mode_statistics``)."""
+        return mode_statistics(results)
+
     def __init__(self, abs_action: bool = True, max_steps: int = 350, render_mode: str | None = "rgb_array",
                  render_size: tuple[int, int] = (192, 256)):
         if render_mode not in (None, "rgb_array"):

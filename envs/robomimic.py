@@ -23,7 +23,12 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-from drifting_policy.data.rotation import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix  # noqa: E402
+from drifting_policy.utils.rotation import (  # noqa: E402
+    axis_angle_to_matrix,
+    matrix_to_axis_angle,
+    matrix_to_rot6d,
+    rot6d_to_matrix,
+)
 
 # robosuite env name -> defaults (aliases let task configs use the benchmark's short names)
 TASKS = {
@@ -288,3 +293,27 @@ def delta_to_world_goal(rs_env, delta: np.ndarray) -> tuple[np.ndarray, np.ndarr
     pos = np.asarray(ctrl.ref_pos) + r_base @ scaled[:3]
     rot = r_base @ axis_angle_to_matrix(scaled[3:6]) @ r_base.T @ np.asarray(ctrl.ref_ori_mat)
     return pos, rot
+
+
+class AbsActionConverter:
+    """Delta actions -> Diffusion Policy's 10-D absolute actions [world pos 3, rotation 6D 6, gripper 1] for one
+    robomimic task: restore each stored state, hand the delta action to the delta OSC controller and read the
+    world-frame goal pose it would servo to (``delta_to_world_goal``)."""
+
+    def __init__(self, env_name: str):
+        self.env_name = canonical_env_name(env_name)
+        self.rs_env = make_robosuite(self.env_name, abs_action=False)
+        self.state_dim = self.rs_env.sim.get_state().flatten().shape[0]
+
+    def __call__(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """(T, S) states, (T, 7) delta actions -> (T, 10)."""
+        out = np.empty((len(actions), 10), dtype=np.float64)
+        for t, (state, action) in enumerate(zip(states, actions, strict=True)):
+            self.rs_env.sim.set_state_from_flattened(state)
+            self.rs_env.sim.forward()
+            pos, rot = delta_to_world_goal(self.rs_env, action)
+            out[t, :3], out[t, 3:9], out[t, 9] = pos, matrix_to_rot6d(rot), action[6]
+        return out
+
+    def close(self) -> None:
+        self.rs_env.close()

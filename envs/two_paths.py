@@ -44,6 +44,11 @@ def segment_hits_disk(p: np.ndarray, q: np.ndarray, centre: np.ndarray, radius: 
 class TwoPathsEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
+    @staticmethod
+    def mode_statistics(results: list[dict]) -> dict:
+        """The mode split of a set of rollouts from their final infos (module-level ``mode_statistics``)."""
+        return mode_statistics(results)
+
     def __init__(
         self,
         max_steps: int = 100,

@@ -14,8 +14,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from drifting_policy.evaluation.benchmark import benchmark_one
-from drifting_policy.evaluation.report import build_report
+import envs  # noqa: F401  (registers the task environments with gymnasium)
+from drifting_policy.benchmark.report import build_report
+from drifting_policy.benchmark.runner import benchmark_one
 
 OWN = {"tasks", "policies", "seeds", "scale", "out", "run_root", "threads", "k", "report", "keep_top_k"}
 FORBIDDEN = {"task", "policy", "seed", "scale", "run_dir"}  # set per run by the benchmark itself

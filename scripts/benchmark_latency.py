@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from drifting_policy.benchmark.latency import measure_latency
 from drifting_policy.config import compose_run_config
-from drifting_policy.evaluation.latency import measure_latency
-from drifting_policy.training.trainer import build_policy
+from drifting_policy.factory import build_policy
 
 HEADS = [("drifting", {}), ("diffusion", {"sampler": "ddpm", "num_inference_steps": 100}),
          ("diffusion", {"sampler": "ddim", "num_inference_steps": 10})]

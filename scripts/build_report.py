@@ -11,7 +11,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from drifting_policy.evaluation.report import build_report
+from drifting_policy.benchmark.report import build_report
 
 ALLOWED = {"runs", "out", "latency", "k"}
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from drifting_policy.evaluation.study import report, work
+import envs  # noqa: F401  (registers the task environments with gymnasium)
+from drifting_policy.benchmark.study import report, work
 
 OWN = {"queue", "workers", "threads", "out", "run_root", "doc", "k"}
 

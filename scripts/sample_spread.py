@@ -14,8 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from drifting_policy.data.dataset import PolicyDataset, load_replay_buffer
-from drifting_policy.evaluation.evaluate import load_policy
-from drifting_policy.training.trainer import build_policy
+from drifting_policy.factory import build_policy, load_policy
 
 
 @torch.no_grad()

@@ -47,7 +47,7 @@ def tiny_cfg(tmp_path):
             "shape_meta": {"obs": {"obs": {"shape": [4], "type": "low_dim"}}, "action": {"shape": [2]}},
             "dataset": {"path": str(store), "obs_from_store": {"obs": ["obs"]}, "action_key": "action",
                         "val_ratio": 0.2, "max_train_episodes": None},
-            "env": {"name": "none", "max_steps": 10},
+            "env": {"id": "drifting_policy/None-v0", "max_steps": 10},
             "eval": {"n_test": 0, "test_start_seed": 100000, "every_epochs": 1, "n_videos": 0},
         }
         OmegaConf.set_struct(cfg, False)

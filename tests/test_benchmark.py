@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from drifting_policy.evaluation import benchmark, protocol
-from drifting_policy.evaluation.report import build_report
+from drifting_policy.benchmark import protocol
+from drifting_policy.benchmark import runner as benchmark
+from drifting_policy.benchmark.report import build_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +93,7 @@ def test_run_writer_is_atomic_and_loader_names_bad_files(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(protocol.os, "replace", crash)
+    monkeypatch.setattr("drifting_policy.utils.io.os.replace", crash)
     with pytest.raises(OSError):
         protocol.write_run(path, make_run(1, SEED2))
     monkeypatch.undo()
@@ -157,7 +158,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     run files, the report; a second sitting skips them."""
     args = [sys.executable, "scripts/benchmark.py", "tasks=two_paths", "policies=diffusion,bc", "seeds=3", "scale=paper",
             f"out={tmp_path}/runs", f"run_root={tmp_path}/outputs", f"report={tmp_path}/report",
-            f"task.dataset.path={tmp_path}/demo.zarr", "task.dataset.generate.n=4", "training.num_epochs=1",
+            f"task.dataset.path={tmp_path}/demo.zarr", "task.dataset.generate.n=4", f"task.dataset.generate.path={tmp_path / 'demo.zarr'}", "training.num_epochs=1",
             "task.eval.n_test=2", "task.eval.n_train=0", "task.eval.n_videos=0", "policy.down_dims=[16,32]",
             "training.batch_size=256", "task.env.max_steps=24"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}

@@ -13,12 +13,13 @@ pytest.importorskip("robosuite")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 from drifting_policy.data.robomimic_hdf5 import cache_path, load_robomimic_replay_buffer  # noqa: E402
-from drifting_policy.data.rotation import (  # noqa: E402
+from drifting_policy.utils.rotation import (  # noqa: E402
     axis_angle_to_matrix,
     matrix_to_rot6d,
     rot6d_to_axis_angle,
     rot6d_to_matrix,
 )
+from envs.datasets import write_abs_action_cache  # noqa: E402
 from envs.experts.robomimic import generate_lift  # noqa: E402
 from envs.robomimic import RobomimicEnv  # noqa: E402
 
@@ -131,6 +132,9 @@ def test_hdf5_round_trips_into_replay_buffer_and_cache(lift_file):
 
 
 def test_abs_conversion_replays_to_the_recorded_object_pose(lift_file):
+    with pytest.raises(FileNotFoundError, match="prepare_dataset"):  # the package alone cannot run robosuite
+        load_robomimic_replay_buffer(lift_file, STATE_KEYS, abs_action=True)
+    write_abs_action_cache(lift_file, STATE_KEYS)
     rb = load_robomimic_replay_buffer(lift_file, STATE_KEYS, abs_action=True)
     env = RobomimicEnv("Lift", obs_type="state", abs_action=True)
     for i in range(rb.n_episodes):
@@ -174,7 +178,7 @@ def test_action_dim_that_disagrees_with_the_task_is_rejected(lift_file, tmp_path
         del f["data/demo_0/actions"]
         f["data/demo_0/actions"] = np.concatenate([a, a[:, :1]], axis=1)
     with pytest.raises(ValueError, match=r"demo_0/actions has shape \(\d+, 8\).*7-D delta"):
-        load_robomimic_replay_buffer(path, STATE_KEYS, abs_action=True, use_cache=False)
+        write_abs_action_cache(path, STATE_KEYS)
 
 
 def test_demo_seeds_never_reach_the_test_seeds(tmp_path):

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -14,8 +15,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from drifting_policy.evaluation.evaluate import load_policy
-from drifting_policy.training.checkpoint import resolve_checkpoint
+from drifting_policy.factory import checkpoint_folder as resolve_checkpoint
+from drifting_policy.factory import load_policy
 from drifting_policy.training.trainer import Trainer
 
 
@@ -70,7 +71,7 @@ def test_trainer_feeds_the_skip_schedule_to_both_policies_and_saves_it(tiny_cfg)
     cfg = tiny_cfg(extra=["policy.noise_skip=1.0", "policy.noise_skip_anneal=0.5"])
     trainer = Trainer(cfg)
     trainer.run()
-    assert trainer.policy.current_noise_skip() == 0.0 and trainer.ema_policy.current_noise_skip() == 0.0
+    assert trainer.policy.current_noise_skip() == 0.0 and trainer.ema.module.current_noise_skip() == 0.0
     assert load_file(resolve_checkpoint(cfg.run_dir) / "ema.safetensors")["train_progress"].item() == 1.0
     assert load_policy(resolve_checkpoint(cfg.run_dir))[0].current_noise_skip() == 0.0
 
@@ -165,32 +166,34 @@ def test_a_checkpoint_evaluates_from_eval_policy_script(tmp_path):
 
 
 def test_command_line_beats_task_settings_and_per_policy_settings_apply_to_their_policy():
-    from drifting_policy.config import apply_scale
-
-    typed = ["task=pusht_visual", "scale=cpu", "training.num_epochs=7"]
-    cfg = apply_scale(compose_config(typed), typed)
+    cfg = compose_config(["task=pusht_visual", "scale=cpu", "training.num_epochs=7"])
     assert cfg.training.num_epochs == 7 and cfg.scale == "cpu"
     assert cfg.training.batch_size == 64  # pusht_visual's own setting, not the generic 256
-    OmegaConf.set_struct(cfg, False)
-    for name, expected in (("drifting", 3), ("diffusion", None)):
-        base = compose_config([f"policy={name}", "scale=paper"])
-        OmegaConf.set_struct(base, False)
-        base.task.policy_overrides = {"drifting": {"policy": {"n_samples": 3}}}
-        assert apply_scale(base).policy.get("n_samples") == expected
+    assert cfg.policy.down_dims == [32, 64, 128]  # the cpu scale over the task's paper-scale [512, 1024, 2048]
+    drifting = compose_config(["task=block_push", "policy=drifting", "scale=cpu"])
+    diffusion = compose_config(["task=block_push", "policy=diffusion", "scale=cpu"])
+    assert drifting.policy.n_samples == 2 and "n_samples" not in diffusion.policy  # task_policy/block_push_drifting
+    assert (drifting.training.num_epochs, diffusion.training.num_epochs) == (30, 60)  # task_scale_policy/..._diffusion
+
+
+def test_a_task_without_a_cpu_scale_trains_as_written_at_scale_cpu():
+    paper = compose_config(["task=two_paths", "scale=paper"])
+    assert compose_config(["task=two_paths", "scale=cpu"]).training.num_epochs == 15  # it has one
+    cfg = compose_config(["task=pusht_state", "scale=cpu", "~task_scale"])  # as if it had none
+    assert cfg.training.num_epochs == 4500 and cfg.policy.down_dims == paper.policy.down_dims
 
 
 @pytest.mark.parametrize("scale", ["paper", "cpu"])
 def test_every_task_config_composes_for_every_policy(scale):
     from pathlib import Path
 
-    from drifting_policy.config import apply_scale
-
     tasks = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "task").glob("*.yaml"))
     assert {"pusht_state", "pusht_visual"} <= set(tasks)
     for task in tasks:
         for policy in ("drifting", "diffusion", "bc"):
-            cfg = apply_scale(compose_config([f"task={task}", f"policy={policy}", f"scale={scale}"]))
+            cfg = compose_config([f"task={task}", f"policy={policy}", f"scale={scale}"])
             horizon = cfg.task.horizon
+            assert cfg.scale == scale
             assert cfg.task.n_obs_steps - 1 + cfg.task.n_action_steps <= horizon, task
             assert horizon % 2 ** (len(cfg.policy.down_dims) - 1) == 0, task
             assert set(cfg.task.shape_meta.obs) == set(cfg.task.dataset.obs_from_store), task
@@ -201,7 +204,7 @@ def test_a_crash_during_evaluation_keeps_the_training_and_the_resumed_run_evalua
     cfg = tiny_cfg()
     cfg.task.eval.n_test = 2  # the synthetic task has no simulator ("none"): its first evaluation raises
     cfg.training.checkpoint_every = 50
-    with pytest.raises(Exception):
+    with pytest.raises(gym.error.Error):
         Trainer(cfg).run()
     state = json.loads((resolve_checkpoint(cfg.run_dir) / "training_state" / "state.json").read_text())
     assert state["epoch"] == 1 and state["global_step"] > 0 and "train_loss" in state["pending_eval"]

@@ -31,7 +31,7 @@ def test_check_env_passes():
 
 
 def test_registered_in_envs():
-    assert isinstance(make_env("two_paths"), TwoPathsEnv)
+    assert isinstance(make_env("TwoPaths-v0").unwrapped, TwoPathsEnv)
 
 
 def test_reset_is_reproducible_and_restores_states():

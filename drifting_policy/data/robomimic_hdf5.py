@@ -17,11 +17,9 @@ import json
 from pathlib import Path
 
 import h5py
-import numpy as np
 from tqdm import tqdm
 
 from drifting_policy.data.replay_buffer import ReplayBuffer
-from drifting_policy.data.rotation import matrix_to_rot6d
 
 DELTA_ACTION_DIM = 7  # [dpos 3, axis-angle drot 3, gripper 1]
 CACHE_VERSION = 1  # bump when the conversion changes, so old caches are not served
@@ -47,19 +45,6 @@ def demo_names(f: h5py.File) -> list[str]:
     return sorted(f["data"].keys(), key=lambda s: int(s.split("_")[-1]) if s.split("_")[-1].isdigit() else s)
 
 
-def delta_to_abs_actions(rs_env, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """(T, 7) delta actions taken from (T, S) states -> (T, 10) [world pos 3, rotation 6D 6, gripper 1]."""
-    from envs.robomimic import delta_to_world_goal
-
-    out = np.empty((len(actions), 10), dtype=np.float64)
-    for t, (state, action) in enumerate(zip(states, actions, strict=True)):
-        rs_env.sim.set_state_from_flattened(state)
-        rs_env.sim.forward()
-        pos, rot = delta_to_world_goal(rs_env, action)
-        out[t, :3], out[t, 3:9], out[t, 9] = pos, matrix_to_rot6d(rot), action[6]
-    return out
-
-
 def cache_path(path: Path, obs_keys: list[str], abs_action: bool) -> Path:
     """A zarr path keyed on the file's identity (size, mtime, first MiB) and the options."""
     st = path.stat()
@@ -70,24 +55,20 @@ def cache_path(path: Path, obs_keys: list[str], abs_action: bool) -> Path:
     return path.with_name(f"{path.name}.{'abs' if abs_action else 'delta'}.{h.hexdigest()[:12]}.zarr")
 
 
-def read_robomimic_hdf5(path: str | Path, obs_keys: list[str], abs_action: bool) -> ReplayBuffer:
-    """Read (and convert) every demo, without the cache."""
+def read_robomimic_hdf5(path: str | Path, obs_keys: list[str], converter=None) -> ReplayBuffer:
+    """Read every demo, without the cache. ``converter`` (from the simulator side, e.g.
+    ``envs.robomimic.AbsActionConverter``) maps each demo's (states, delta actions) to absolute actions; None keeps
+    the stored delta actions. It has ``env_name`` and ``state_dim`` for the checks below."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"robomimic dataset {path} does not exist (generate it with scripts/generate_demos.py)")
     with h5py.File(path, "r") as f:
         meta = read_env_meta(f, path)
-        from envs.robomimic import canonical_env_name, make_robosuite
-
-        try:
-            env_name = canonical_env_name(meta["env_name"])
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from e
+        env_name = converter.env_name if converter is not None else meta["env_name"]
         names = demo_names(f)
         if not names:
             raise ValueError(f"{path}: 'data' holds no demos")
-        rs_env = make_robosuite(env_name, abs_action=False) if abs_action else None
-        state_dim = rs_env.sim.get_state().flatten().shape[0] if rs_env is not None else None
+        state_dim = converter.state_dim if converter is not None else None
         buffer = ReplayBuffer()
         for name in tqdm(names, desc=f"read {path.name}", disable=len(names) < 20):
             demo = f["data"][name]
@@ -108,26 +89,30 @@ def read_robomimic_hdf5(path: str | Path, obs_keys: list[str], abs_action: bool)
                 raise ValueError(f"{where}/states are {states.shape[1]}-D but robosuite 1.5.2's {env_name} has a "
                                  f"{state_dim}-D flat MuJoCo state")
             episode = {k: obs_group[k][:] for k in obs_keys}
-            episode["action"] = delta_to_abs_actions(rs_env, states, actions) if abs_action else actions
+            episode["action"] = converter(states, actions) if converter is not None else actions
             episode["states"] = states
             buffer.add_episode(episode)
-        if rs_env is not None:
-            rs_env.close()
     return buffer
 
 
 def load_robomimic_replay_buffer(path: str | Path, obs_keys: list[str], abs_action: bool = True,
                                  use_cache: bool = True) -> ReplayBuffer:
-    """The ReplayBuffer of a robomimic HDF5, from its zarr cache when present (written atomically when not)."""
+    """The ReplayBuffer of a robomimic HDF5. Delta actions are read as stored (cached when ``use_cache``); absolute
+    actions come from the zarr cache that the simulator-side conversion writes (``envs.datasets.prepare_dataset``,
+    which ``scripts/train_policy.py`` runs before training)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"robomimic dataset {path} does not exist (generate it with scripts/generate_demos.py)")
     obs_keys = list(obs_keys)
-    if not use_cache:
-        return read_robomimic_hdf5(path, obs_keys, abs_action)
     cache = cache_path(path, obs_keys, abs_action)
-    if cache.exists():
+    if use_cache and cache.exists():
         return ReplayBuffer.load(cache)
-    buffer = read_robomimic_hdf5(path, obs_keys, abs_action)
-    buffer.save(cache)
+    if abs_action:
+        raise FileNotFoundError(f"{path}: its absolute actions are not converted yet ({cache} is missing). The "
+                                "conversion replays the demos through robosuite: `python scripts/prepare_dataset.py "
+                                "task=<task>` (scripts/train_policy.py runs it itself), or "
+                                "`envs.datasets.write_abs_action_cache(path, obs_keys)` from Python")
+    buffer = read_robomimic_hdf5(path, obs_keys)
+    if use_cache:
+        buffer.save(cache)
     return buffer

@@ -1,29 +1,15 @@
-"""Evaluate a saved checkpoint: load its config and EMA weights, roll out, write JSON metrics and videos."""
+"""Evaluate a saved checkpoint: load its EMA policy, roll it out on the test seeds, write JSON metrics and videos."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from drifting_policy.config import compose_run_config
 from drifting_policy.evaluation.rollout import rollout, summarize
-from drifting_policy.training.checkpoint import load_weights, resolve_checkpoint
-from drifting_policy.training.trainer import build_policy, env_factory
-
-
-def load_policy(checkpoint: str | Path, task: str | None = None, device: str = "cpu"):
-    """(policy with EMA weights, config) from a checkpoint; ``task`` guards against evaluating on the wrong task."""
-    folder = resolve_checkpoint(checkpoint)
-    cfg = OmegaConf.load(folder / "config.yaml")
-    if task is not None and task != cfg.task.name:
-        raise ValueError(f"checkpoint {folder} was trained on task '{cfg.task.name}', not '{task}'")
-    policy = build_policy(cfg)
-    load_weights(policy, folder / "ema.safetensors")
-    return policy.to(device).eval(), cfg
+from drifting_policy.factory import checkpoint_folder, env_factory, env_mode_statistics, load_policy, make_env
+from drifting_policy.utils.io import atomic_write_json
 
 
 class RandomPolicy(torch.nn.Module):
@@ -31,7 +17,7 @@ class RandomPolicy(torch.nn.Module):
 
     def __init__(self, task_cfg):
         super().__init__()
-        env = env_factory(task_cfg)()
+        env = make_env(task_cfg)
         self.low, self.high = env.action_space.low, env.action_space.high
         env.close()
         self.shape_meta = OmegaConf.to_container(task_cfg.shape_meta, resolve=True)
@@ -44,40 +30,50 @@ class RandomPolicy(torch.nn.Module):
         return {"action": torch.as_tensor(self.low) + u * torch.as_tensor(self.high - self.low)}
 
 
+def evaluate_policy(policy, cfg, out: str | Path, n_episodes: int = 50, seed_start: int = 100000, n_videos: int = 2,
+                    sampling_seed: int | None = None, trusted: bool = False, info: dict | None = None) -> dict:
+    """Roll ``policy`` out on ``n_episodes`` test seeds from ``seed_start`` in the env of ``cfg.task``; write
+    ``out/metrics.json`` (summary + episodes) and videos. Deterministic: the policy's sampling is seeded with
+    ``sampling_seed`` (default: the task's ``eval.sampling_seed``, as in training). The output folder is created
+    (and checked writable) before the rollouts, so a bad ``out`` fails in a second, not after them."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "metrics.json.writable", {})
+    (out / "metrics.json.writable").unlink()
+    if sampling_seed is None:
+        sampling_seed = int(cfg.task.eval.get("sampling_seed", 0))
+    resets = [{"seed": seed_start + i} for i in range(n_episodes)]
+    results = rollout(policy, env_factory(cfg.task, trusted), resets, cfg.task.n_obs_steps, cfg.task.n_action_steps,
+                      n_videos=n_videos, video_dir=out / "videos", batch_size=cfg.task.eval.get("batch_size", 50),
+                      desc="eval", seed=sampling_seed)
+    summary = summarize(results, cfg.task.eval.get("n_stages"), env_mode_statistics(cfg.task))
+    summary |= (info or {}) | {"task": cfg.task.name, "seed_start": seed_start, "sampling_seed": sampling_seed,
+                               "torch_threads": torch.get_num_threads()}
+    atomic_write_json(out / "metrics.json", {"summary": summary, "episodes": results})
+    return summary
+
+
 def evaluate_checkpoint(checkpoint, n_episodes: int = 50, seed_start: int = 100000, n_videos: int = 2,
                         out: str | Path | None = None, task: str | None = None, sampler: str | None = None,
-                        num_inference_steps: int | None = None, device: str = "cpu", sampling_seed: int | None = None) -> dict:
-    """Roll the checkpoint's EMA policy out on ``n_episodes`` test seeds from ``seed_start``; deterministic: the
-    policy's sampling is seeded with ``sampling_seed`` (default: the task's ``eval.sampling_seed``, as in training)."""
-    if checkpoint == "random":
-        if task is None:
-            raise ValueError("checkpoint=random needs task=<name>")
-        cfg = compose_run_config(task)
-        policy = RandomPolicy(cfg.task)
-        out = Path(out or f"outputs/{task}/random/eval")
-    else:
-        policy, cfg = load_policy(checkpoint, task, device)
+                        num_inference_steps: int | None = None, device: str = "cpu",
+                        sampling_seed: int | None = None) -> dict:
+    """``evaluate_policy`` for a checkpoint's EMA weights (DDPM / DDIM chosen with ``sampler``); ``out`` defaults to
+    ``<run>/eval/<checkpoint name>``. Nothing the checkpoint's config names is imported or executed."""
+    policy, cfg = load_policy(checkpoint, task, device)
+    folder = checkpoint_folder(checkpoint) if not (Path(checkpoint) / "model.safetensors").is_file() else Path(checkpoint)
+    info = {"checkpoint": str(folder), "policy": cfg.policy.name}
     if sampler is not None:
         if not hasattr(policy, "set_sampler"):
             raise ValueError(f"policy '{cfg.policy.name}' has no sampler choice")
         policy.set_sampler(sampler, num_inference_steps or policy.num_inference_steps)
-    if out is None:
-        out = resolve_checkpoint(checkpoint).parent.parent / "eval" / resolve_checkpoint(checkpoint).name
-    out = Path(out)
-    resets = [{"seed": seed_start + i} for i in range(n_episodes)]
-    if sampling_seed is None:
-        sampling_seed = int(cfg.task.eval.get("sampling_seed", 0))
-    results = rollout(policy, env_factory(cfg.task), resets, cfg.task.n_obs_steps, cfg.task.n_action_steps,
-                      n_videos=n_videos, video_dir=out / "videos", batch_size=cfg.task.eval.get("batch_size", 50),
-                      desc="eval", seed=sampling_seed)
-    summary = summarize(results, cfg.task.eval.get("n_stages"), cfg.task.eval.get("mode_statistics"))
-    summary |= {"checkpoint": checkpoint if checkpoint == "random" else str(resolve_checkpoint(checkpoint)),
-                "task": cfg.task.name, "policy": "random" if checkpoint == "random" else cfg.policy.name,
-                "seed_start": seed_start, "sampling_seed": sampling_seed, "torch_threads": torch.get_num_threads()}
-    if sampler:
-        summary |= {"sampler": sampler, "num_inference_steps": policy.num_inference_steps}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps({"summary": summary, "episodes": results}, indent=1))
-    os.replace(tmp, out / "metrics.json")
-    return summary
+        info |= {"sampler": sampler, "num_inference_steps": policy.num_inference_steps}
+    out = Path(out) if out is not None else folder.parent.parent / "eval" / folder.name
+    return evaluate_policy(policy, cfg, out, n_episodes, seed_start, n_videos, sampling_seed, trusted=False, info=info)
+
+
+def evaluate_random(task_cfg_root, out: str | Path, n_episodes: int = 50, seed_start: int = 100000,
+                    n_videos: int = 2) -> dict:
+    """The uniform-random floor of a task (``task_cfg_root``: a composed run config)."""
+    policy = RandomPolicy(task_cfg_root.task)
+    return evaluate_policy(policy, task_cfg_root, out, n_episodes, seed_start, n_videos, trusted=True,
+                           info={"checkpoint": "random", "policy": "random"})

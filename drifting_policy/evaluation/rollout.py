@@ -7,7 +7,6 @@ scores each as Diffusion Policy does: the maximum of ``info["score"]`` over the 
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections import deque
 from pathlib import Path
@@ -25,6 +24,13 @@ class MultiStepWrapper(gym.Wrapper):
         self.n_obs_steps, self.n_action_steps, self.record = n_obs_steps, n_action_steps, record
         self.history: deque = deque(maxlen=n_obs_steps)
         self.frames: list[np.ndarray] = []
+        self.max_score, self.success, self.n_completed, self.length = 0.0, False, 0, 0
+        self._closed = False
+
+    def close(self):
+        if not self._closed:  # idempotent: rollouts close early (before writing videos) and again in a finally
+            self._closed = True
+            super().close()
 
     def _stacked(self) -> dict[str, np.ndarray]:
         return {k: np.stack([o[k] for o in self.history]) for k in self.history[0]}
@@ -71,14 +77,14 @@ def _write_video(frames: list, path: Path, env_name: str) -> Path | None:
     """Write an episode's frames as mp4; a missing frame or a failed write warns (a video never ends a training run)."""
     if not frames or any(f is None for f in frames):
         warnings.warn(f"{env_name}.render() returned no frame (construct it with render_mode='rgb_array'): "
-                      f"{path.name} not written")
+                      f"{path.name} not written", stacklevel=2)
         return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         imageio.mimsave(path, frames, fps=10, macro_block_size=1)
     except Exception as e:  # ENOMEM forking ffmpeg from a large process; without imageio-ffmpeg imageio picks a
         # writer that rejects fps (TypeError)
-        warnings.warn(f"video {path} not written ({type(e).__name__}: {e}); mp4 needs the imageio-ffmpeg package")
+        warnings.warn(f"video {path} not written ({type(e).__name__}: {e}); mp4 needs the imageio-ffmpeg package", stacklevel=2)
         return None
     return path
 
@@ -121,38 +127,71 @@ def _rollout(policy, make_env, resets, n_obs_steps, n_action_steps, n_videos, vi
     bar = tqdm(total=len(resets), desc=desc, leave=False)
     for first in range(0, len(resets), batch_size):
         chunk = resets[first : first + batch_size]
-        envs = [MultiStepWrapper(make_env(), n_obs_steps, n_action_steps, record=first + i < n_videos)
-                for i in range(len(chunk))]
-        obs = [env.reset(**kw)[0] for env, kw in zip(envs, chunk)]
-        done = [False] * len(envs)
-        final_info: list[dict] = [{} for _ in envs]
-        while not all(done):
-            active = [i for i, d in enumerate(done) if not d]
-            actions = policy.predict_action(obs_to_torch([obs[i] for i in active], policy.shape_meta))["action"]
-            for i, action in zip(active, actions.cpu().numpy()):
-                obs[i], _, terminated, truncated, final_info[i] = envs[i].step(action)
-                if terminated or truncated:
-                    done[i] = True
-                    bar.update(1)
-        for env in envs:  # free the simulators (and their GL contexts) before forking ffmpeg for the videos
-            env.close()
-        for i, (env, kw) in enumerate(zip(envs, chunk)):
-            result = _scalar_info(final_info[i]) | {
-                "reset": {k: (v if isinstance(v, int) else "state") for k, v in kw.items()},
-                "score": env.max_score, "success": env.success, "n_completed": env.n_completed, "length": env.length,
-            }
-            if env.record and video_dir is not None:
-                path = _write_video(env.frames, video_dir / f"episode_{first + i:03d}.mp4", type(env.env.unwrapped).__name__)
-                if path is not None:
-                    result["video"] = str(path)
-            results.append(result)
+        envs: list[MultiStepWrapper] = []
+        try:
+            envs = [MultiStepWrapper(make_env(), n_obs_steps, n_action_steps, record=first + i < n_videos)
+                    for i in range(len(chunk))]
+            results += _run_episodes(policy, envs, chunk, first, video_dir, bar)
+        finally:  # free the simulators (and their GL contexts), also when something failed
+            for env in envs:
+                env.close()
     bar.close()
     return results
 
 
-def summarize(results: list[dict], n_stages: int | None = None, mode_statistics: str | None = None) -> dict:
+def _run_episodes(policy, envs, resets, first, video_dir, bar) -> list[dict]:
+    """Step ``envs`` in lockstep, one batched policy call per step. An episode whose environment raises is ended
+    and reported as failed (``error``), without losing the others."""
+    done = [False] * len(envs)
+    obs: list = [None] * len(envs)
+    final_info: list[dict] = [{} for _ in envs]
+    errors: list[str | None] = [None] * len(envs)
+
+    def fail(i: int, e: Exception) -> None:
+        errors[i], done[i] = f"{type(e).__name__}: {e}", True
+        warnings.warn(f"episode {first + i} ({resets[i]}) ended by an environment error: {errors[i]}", stacklevel=3)
+        bar.update(1)
+
+    for i, (env, kw) in enumerate(zip(envs, resets)):
+        try:
+            obs[i] = env.reset(**kw)[0]
+        except Exception as e:  # noqa: BLE001 (a simulator can raise anything; the episode is what fails)
+            fail(i, e)
+    while not all(done):
+        active = [i for i, d in enumerate(done) if not d]
+        actions = policy.predict_action(obs_to_torch([obs[i] for i in active], policy.shape_meta))["action"]
+        for i, action in zip(active, actions.cpu().numpy()):
+            try:
+                obs[i], _, terminated, truncated, final_info[i] = envs[i].step(action)
+            except Exception as e:  # noqa: BLE001
+                fail(i, e)
+                continue
+            if terminated or truncated:
+                done[i] = True
+                bar.update(1)
+    for env in envs:  # before forking ffmpeg for the videos
+        env.close()
+    results = []
+    for i, (env, kw) in enumerate(zip(envs, resets)):
+        result = _scalar_info(final_info[i]) | {
+            "reset": {k: (v if isinstance(v, int) else "state") for k, v in kw.items()},
+            "score": env.max_score if errors[i] is None else 0.0, "success": env.success and errors[i] is None,
+            "n_completed": env.n_completed, "length": env.length,
+        }
+        if errors[i] is not None:
+            result["error"] = errors[i]
+        if env.record and video_dir is not None:
+            path = _write_video(env.frames, video_dir / f"episode_{first + i:03d}.mp4", type(env.env.unwrapped).__name__)
+            if path is not None:
+                result["video"] = str(path)
+        results.append(result)
+    return results
+
+
+def summarize(results: list[dict], n_stages: int | None = None, mode_statistics=None) -> dict:
     """Mean score, success rate, mean length, p_n (fraction of episodes completing >= n of ``n_stages``) and, for
-    multimodal tasks, the task's mode split (``mode_statistics``: "module:function" over the episodes' final infos)."""
+    multimodal tasks, the task's mode split (``mode_statistics``: the env's function over the episodes' final
+    infos, ``factory.env_mode_statistics``)."""
     scores = np.array([r["score"] for r in results])
     summary = {"n_episodes": len(results), "mean_score": float(scores.mean()),
                "success_rate": float(np.mean([r["success"] for r in results])),
@@ -160,7 +199,6 @@ def summarize(results: list[dict], n_stages: int | None = None, mode_statistics:
     n_completed = np.array([r["n_completed"] for r in results])
     for n in range(1, (n_stages or int(n_completed.max(initial=0))) + 1):
         summary[f"p{n}"] = float((n_completed >= n).mean())
-    if mode_statistics:
-        module, name = mode_statistics.split(":")
-        summary |= {f"mode/{k}": v for k, v in getattr(importlib.import_module(module), name)(results).items()}
+    if mode_statistics is not None:
+        summary |= {f"mode/{k}": v for k, v in mode_statistics(results).items()}
     return summary

@@ -236,3 +236,17 @@ class LatentSource(TensorSource):
     def transform(self, m: torch.Tensor) -> torch.Tensor:
         mean, std = m.float().chunk(2, dim=1)
         return (mean + std * torch.randn(mean.shape, generator=self.generator)) * self.scaling
+
+
+def build_source(dcfg, seed: int, rank: int = 0, world_size: int = 1):
+    kind = dcfg.kind
+    if kind == "fmnist":
+        return TensorSource(*load_fashion_mnist("train", dcfg.get("root", FMNIST_DIR), dcfg.image_size), seed)
+    if kind == "digits":
+        return TensorSource(*load_digits_tensor(), seed)
+    if kind == "latents":
+        return LatentSource(dcfg.cache, seed)
+    if kind == "imagenet_pixels":
+        ds = ImageFolderDataset(dcfg.root, dcfg.image_size)
+        return LoaderSource(ds, dcfg.push_per_step, dcfg.get("workers", 8), seed, rank, world_size)
+    raise ValueError(f"data.kind must be fmnist, digits, latents or imagenet_pixels; got {kind!r}")

@@ -7,9 +7,13 @@ drifting loss compares: the stem, every 2nd block and each stage output.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from drifting_policy.utils.io import atomic_write_json, atomic_write_tensors, read_json, read_tensors
 
 
 def group_norm(ch: int) -> nn.GroupNorm:
@@ -135,3 +139,23 @@ class LatentMAE(nn.Module):
         if self.classifier is None:
             raise ValueError("this LatentMAE was built with num_classes=0; no classification head")
         return self.classifier(deepest.mean(dim=(2, 3)))
+
+
+def save_encoder(model: LatentMAE, args: dict, out_dir: str | Path, state: dict[str, torch.Tensor] | None = None):
+    """``encoder.safetensors`` (``state``, default the model's) + ``encoder.json`` (constructor arguments), each
+    written atomically; the JSON last, so a folder with it is complete."""
+    out = Path(out_dir)
+    atomic_write_tensors(out / "encoder.safetensors", state if state is not None else model.state_dict())
+    atomic_write_json(out / "encoder.json", args)
+
+
+def load_encoder(path: str | Path, device="cpu") -> LatentMAE:
+    """A frozen encoder in eval mode from a folder written by ``save_encoder``."""
+    path = Path(path)
+    if not (path / "encoder.json").exists():
+        raise FileNotFoundError(f"{path / 'encoder.json'}: missing; train the encoder first (scripts/train_image_encoder.py)")
+    args = read_json(path / "encoder.json")
+    model = LatentMAE(**{**args, "blocks": tuple(args["blocks"])})
+    model.load_state_dict(read_tensors(path / "encoder.safetensors"))
+    model.requires_grad_(False)
+    return model.to(device).eval()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 
 from drifting_policy.field import TEMPERATURES, drifting_loss
-from drifting_policy.image.distributed import gather_groups
 from drifting_policy.image.features import feature_sets
+from drifting_policy.utils.distributed import gather_groups
 
 
 def drifting_objective(

@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from drifting_policy.image import data as D
 from drifting_policy.image.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from drifting_policy.image.distributed import all_mean, broadcast_module, init_from_env, world
+from drifting_policy.image.encoders import load_encoder
 from drifting_policy.image.flow_matching import flow_matching_loss
 from drifting_policy.image.models import build_dit, count_parameters
 from drifting_policy.image.objective import drifting_objective
 from drifting_policy.image.queue import QUEUE_DTYPES, ClassQueue, GlobalQueue, cfg_negative_weight, sample_cfg_alpha
-from drifting_policy.image.train_encoder import load_encoder
+from drifting_policy.utils.distributed import all_mean, broadcast_module, init_from_env, world
 
 REQUIRED = ("method", "seed", "out_dir", "data", "model", "drift", "optim", "train")
 
@@ -39,20 +39,6 @@ def load_config(path: str, overrides: list[str] | None = None):
     if cfg.method not in ("drifting", "flow_matching"):
         raise ValueError(f"{path}: method must be 'drifting' or 'flow_matching'; got {cfg.method!r}")
     return cfg
-
-
-def build_source(dcfg, seed: int, rank: int = 0, world_size: int = 1):
-    kind = dcfg.kind
-    if kind == "fmnist":
-        return D.TensorSource(*D.load_fashion_mnist("train", dcfg.get("root", D.FMNIST_DIR), dcfg.image_size), seed)
-    if kind == "digits":
-        return D.TensorSource(*D.load_digits_tensor(), seed)
-    if kind == "latents":
-        return D.LatentSource(dcfg.cache, seed)
-    if kind == "imagenet_pixels":
-        ds = D.ImageFolderDataset(dcfg.root, dcfg.image_size)
-        return D.LoaderSource(ds, dcfg.push_per_step, dcfg.get("workers", 8), seed, rank, world_size)
-    raise ValueError(f"data.kind must be fmnist, digits, latents or imagenet_pixels; got {kind!r}")
 
 
 def mix(*ints: int) -> int:
@@ -160,7 +146,7 @@ def build_everything(cfg, device):
     encoder = load_encoder(enc_dir, device) if (enc_dir and cfg.method == "drifting") else None
     if encoder is not None:
         broadcast_module(encoder)
-    source = build_source(dc, cfg.seed + 7919 * rank, rank, size)
+    source = D.build_source(dc, cfg.seed + 7919 * rank, rank, size)
     shape = (dc.channels, dc.image_size, dc.image_size)
     qdtype = QUEUE_DTYPES[dc.get("queue_dtype", "float32")]
     class_q = ClassQueue(dc.num_classes, cfg.drift.class_queue, shape, qdtype)

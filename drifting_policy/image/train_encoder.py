@@ -7,50 +7,21 @@ The run's config has an ``encoder`` block (width, blocks, steps, batch, lr, ...)
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from drifting_policy.image.distributed import init_from_env, world
-from drifting_policy.image.encoders import LatentMAE
-
-
-def save_encoder(model: LatentMAE, args: dict, out_dir: str | Path, state: dict[str, torch.Tensor] | None = None):
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    weights = state if state is not None else model.state_dict()
-    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "encoder.safetensors"))
-    (tmp / "encoder.json").write_text(json.dumps(args, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-
-
-def load_encoder(path: str | Path, device="cpu") -> LatentMAE:
-    """A frozen encoder in eval mode from a folder written by ``save_encoder``."""
-    path = Path(path)
-    for f in ("encoder.json", "encoder.safetensors"):
-        if not (path / f).exists():
-            raise FileNotFoundError(f"{path / f}: missing; train the encoder first (scripts/train_image_encoder.py)")
-    args = json.loads((path / "encoder.json").read_text())
-    model = LatentMAE(**{**args, "blocks": tuple(args["blocks"])})
-    model.load_state_dict(load_file(str(path / "encoder.safetensors")))
-    model.requires_grad_(False)
-    return model.to(device).eval()
+from drifting_policy.image.data import build_source
+from drifting_policy.image.encoders import LatentMAE, save_encoder
+from drifting_policy.utils.distributed import init_from_env, world
 
 
 def train_encoder(cfg) -> Path:
     """MAE pre-training for ``encoder.steps`` steps, then ``encoder.finetune_steps`` steps whose loss mixes in
     cross-entropy with a weight ramping linearly 0 -> ``encoder.ce_weight``."""
-    from drifting_policy.image.train import build_source
-
     device = init_from_env()
     rank, size = world()
     ec, dc = cfg.encoder, cfg.data

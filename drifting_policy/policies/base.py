@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
+import yaml
 from einops import rearrange
 
 from drifting_policy.data.normalizer import Normalizer
 from drifting_policy.nn.encoders import ObsEncoder
 from drifting_policy.nn.unet1d import ConditionalUnet1D
+from drifting_policy.utils.checkpoint import load_weights, read_config
+from drifting_policy.utils.io import atomic_write_tensors, atomic_write_text
 
 
 class Policy(nn.Module):
@@ -68,3 +73,37 @@ class Policy(nn.Module):
 
     def normalized_action(self, batch: dict) -> torch.Tensor:
         return self.normalizer.normalize("action", batch["action"])
+
+    name = "policy"  # the config's policy.name of each head
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Policy:
+        """This head for a run config's ``policy`` and ``task`` blocks (plain dicts), weights random."""
+        kwargs = dict(cfg["policy"])
+        name = kwargs.pop("name")
+        if name != cls.name:
+            raise ValueError(f"config names policy '{name}', not '{cls.name}'")
+        task = cfg["task"]
+        return cls(task["shape_meta"], task["n_obs_steps"], task["n_action_steps"], task["horizon"],
+                   crop_shape=task.get("crop_shape"), **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, weights: str = "ema") -> Policy:
+        """A policy from a folder written by ``save_pretrained`` or a training checkpoint folder (its ``weights``:
+        "ema" or "model"; a save_pretrained folder has model weights only)."""
+        folder = Path(folder)
+        policy = cls.from_config(read_config(folder))
+        file = folder / f"{weights}.safetensors"
+        load_weights(policy, file if file.is_file() else folder / "model.safetensors")
+        return policy
+
+    def save_pretrained(self, folder: str | Path, config: dict) -> None:
+        """Write ``model.safetensors`` (weights + fitted normaliser) and ``config.yaml`` (the run config's
+        ``policy`` and ``task`` blocks, which rebuild this policy) into ``folder``."""
+        missing = [k for k in ("policy", "task") if k not in config]
+        if missing:
+            raise KeyError(f"save_pretrained needs the run config's {missing} block(s) to rebuild the policy")
+        folder = Path(folder)
+        atomic_write_tensors(folder / "model.safetensors", self.state_dict())
+        atomic_write_text(folder / "config.yaml", yaml.safe_dump({k: config[k] for k in ("policy", "task")},
+                                                                  sort_keys=False))

@@ -10,6 +10,7 @@ from drifting_policy.policies.base import Policy
 
 
 class BCPolicy(Policy):
+    name = "bc"
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         target = self.normalized_action(batch)
         loss = F.mse_loss(self.generate(self.encode_obs(batch["obs"])), target)

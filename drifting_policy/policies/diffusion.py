@@ -11,6 +11,7 @@ from drifting_policy.policies.base import Policy
 
 
 class DiffusionPolicy(Policy):
+    name = "diffusion"
     uses_step = True
 
     def __init__(self, *args, num_train_timesteps: int = 100, beta_schedule: str = "squaredcos_cap_v2",

@@ -3,8 +3,12 @@
 Training treats each observation like an image class (REFERENCE.md 1.3): its conditioning is repeated G times,
 G noise chunks give G generated chunks (the group, also each other's self-masked negatives), and the positives are
 its demonstrated chunk (``positives="self"``) or the demonstrated chunks of the k observations nearest to it in
-the batch (``positives="knn"``, which keeps modes that per-observation positives can average away). Kernels never
-pool the batch across observations.
+the batch, in normalised low-dim observation space (``positives="knn"``, which keeps modes that per-observation
+positives can average away). Kernels never pool the batch across observations.
+
+Under torchrun every process computes the field over the groups of all processes (gathered, gradients through its
+own), so the batch-global distance scale and force normalisers are those of the global batch: two processes train
+exactly like one (tests/test_training.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from einops import rearrange
 
 from drifting_policy.field import drifting_loss
 from drifting_policy.policies.base import Policy
+from drifting_policy.utils.distributed import gather_groups, world
 
 
 def knn_positive_indices(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -36,34 +41,38 @@ def knn_with_distances(features: torch.Tensor, k: int) -> tuple[torch.Tensor, to
     return idx[:, :k], sorted_dist[:, :k].clamp_min(0.0)
 
 
-def neighbour_weights(dist: torch.Tensor, bandwidth: float | None = None) -> torch.Tensor:
+def neighbour_weights(dist: torch.Tensor) -> torch.Tensor:
     """Gaussian observation kernel over (B, k) neighbour distances -> (B, k) positive weights in (0, 1].
 
-    ``bandwidth`` in the distance's units; None takes the batch median of the distance to the farthest selected
-    neighbour, so a neighbour at a typical k-th distance weighs exp(-1/2) and one from a sparse region far less.
+    Its width is the batch median of the distance to the farthest selected neighbour, so a neighbour at a typical
+    k-th distance weighs exp(-1/2) and one from a sparse region far less.
     """
-    h = bandwidth if bandwidth is not None else dist[:, -1].median().clamp_min(1e-8)
+    h = dist[:, -1].median().clamp_min(1e-8)
     return torch.exp(-0.5 * (dist / h).square())
 
 
 class DriftingPolicy(Policy):
-    def __init__(self, *args, n_samples: int = 8, grouping: str = "chunk", positives: str = "self",
-                 knn_k: int = 8, knn_space: str = "auto", knn_weighting: str = "none", knn_bandwidth: float | None = None,
-                 temperatures=(0.02, 0.05, 0.2), noise_skip: float = 0.0, noise_skip_anneal: float = 0.0,
-                 **kwargs):
+    name = "drifting"
+
+    def __init__(self, *args, n_samples: int = 8, positives: str = "self", knn_k: int = 8, knn_weighting: str = "none",
+                 temperatures=(0.02, 0.05, 0.2), noise_skip: float = 0.0, noise_skip_anneal: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
-        if grouping not in ("chunk", "timestep"):
-            raise ValueError(f"policy.grouping must be 'chunk' or 'timestep'; got '{grouping}'")
-        if positives not in ("self", "knn") or knn_space not in ("auto", "obs", "features"):
-            raise ValueError(f"policy.positives must be 'self'|'knn', knn_space 'auto'|'obs'|'features'; "
-                             f"got {positives}, {knn_space}")
-        if knn_space == "auto":  # cameras carry the state of visual tasks; their low-dim keys (proprio) do not
-            knn_space = "features" if self.obs_encoder.rgb_keys else "obs"
-        self.n_samples, self.grouping, self.positives = n_samples, grouping, positives
+        if not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"policy.n_samples (G, generated chunks per observation) must be an integer >= 1; "
+                             f"got {n_samples!r}")
+        temperatures = tuple(float(t) for t in temperatures)
+        if not temperatures or any(not t > 0 for t in temperatures):
+            raise ValueError(f"policy.temperatures must be a non-empty list of numbers > 0; got {list(temperatures)}")
+        if positives not in ("self", "knn"):
+            raise ValueError(f"policy.positives must be 'self' or 'knn'; got '{positives}'")
+        if positives == "knn" and not self.obs_encoder.low_dim_keys:
+            raise ValueError("policy.positives=knn finds neighbours in low-dim observations; this task has only cameras")
+        if positives == "knn" and (not isinstance(knn_k, int) or knn_k < 1):
+            raise ValueError(f"policy.knn_k must be an integer >= 1; got {knn_k!r}")
         if knn_weighting not in ("none", "gaussian"):
             raise ValueError(f"policy.knn_weighting must be 'none' or 'gaussian'; got '{knn_weighting}'")
-        self.knn_k, self.knn_space, self.temperatures = knn_k, knn_space, tuple(temperatures)
-        self.knn_weighting, self.knn_bandwidth = knn_weighting, knn_bandwidth
+        self.n_samples, self.positives, self.knn_k, self.knn_weighting = n_samples, positives, knn_k, knn_weighting
+        self.temperatures = temperatures
         self.noise_skip, self.noise_skip_anneal = float(noise_skip), float(noise_skip_anneal)
         if not 0.0 <= self.noise_skip_anneal <= 1.0:
             raise ValueError(f"policy.noise_skip_anneal must be a fraction of training in [0, 1]; got {noise_skip_anneal}")
@@ -92,17 +101,14 @@ class DriftingPolicy(Policy):
             return out
         return out + self._skip() * noise
 
-    def _positives(self, batch: dict, cond: torch.Tensor, target: torch.Tensor):
+    def _positives(self, batch: dict, target: torch.Tensor):
         """(B, Tp, Da) demos -> (B, P, Tp, Da) positives of each observation and their (B, P) weights (or None)."""
         if self.positives == "self":
             return target[:, None], None
-        if self.knn_space == "features":
-            feats = cond.detach()
-        else:
-            nobs = self.normalizer.normalize_obs({k: v[:, : self.n_obs_steps] for k, v in batch["obs"].items()})
-            feats = torch.cat([nobs[k].flatten(1) for k in self.obs_encoder.low_dim_keys], dim=-1)
+        nobs = self.normalizer.normalize_obs({k: batch["obs"][k][:, : self.n_obs_steps] for k in self.obs_encoder.low_dim_keys})
+        feats = torch.cat([nobs[k].flatten(1) for k in self.obs_encoder.low_dim_keys], dim=-1)
         idx, dist = knn_with_distances(feats, min(self.knn_k, len(feats)))  # min: a short last batch
-        weights = neighbour_weights(dist, self.knn_bandwidth) if self.knn_weighting == "gaussian" else None
+        weights = neighbour_weights(dist) if self.knn_weighting == "gaussian" else None
         return target[idx], weights
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -111,17 +117,15 @@ class DriftingPolicy(Policy):
         B, G = target.shape[0], self.n_samples
         noise = torch.randn(B * G, *target.shape[1:], device=target.device)
         gen = rearrange(self._generate(noise, cond.repeat_interleave(G, 0)), "(b g) t d -> b g t d", g=G)
-        pos, w_pos = self._positives(batch, cond, target)
-        if self.grouping == "chunk":
-            loss, info = drifting_loss(gen.flatten(2), pos.flatten(2), weight_pos=w_pos, temperatures=self.temperatures)
-        else:  # every timestep is its own group of Da-dimensional samples
-            T = target.shape[1]
-            w_pos = None if w_pos is None else w_pos.repeat_interleave(T, 0)
-            loss, info = drifting_loss(rearrange(gen, "b g t d -> (b t) g d"), rearrange(pos, "b p t d -> (b t) p d"),
-                                       weight_pos=w_pos, temperatures=self.temperatures)
+        pos, w_pos = self._positives(batch, target)
+        # every process's groups, so the field's batch-global normalisers are the global batch's (one process: as is)
+        gen_all, pos_all = gather_groups(gen.flatten(2)), gather_groups(pos.flatten(2))
+        w_all = None if w_pos is None else gather_groups(w_pos)
+        loss, info = drifting_loss(gen_all, pos_all, weight_pos=w_all, temperatures=self.temperatures)
         logs = {f"drift/{k}": v.item() for k, v in info.items()}
         logs["mse_to_demo"] = (gen.detach() - target[:, None]).square().mean().item()
-        return loss.mean(), logs
+        # the global mean; DDP averages gradients over processes, so scale back up to their sum
+        return loss.mean() * world()[1], logs
 
     def generate(self, cond: torch.Tensor) -> torch.Tensor:
         noise = torch.randn(cond.shape[0], self.horizon, self.action_dim, device=cond.device)

@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from drifting_policy.utils.io import atomic_write_text
+
 
 class RunLogger:
     def __init__(self, run_dir: Path, config: dict, wandb_mode: str = "disabled", project: str = "drifting_policy",
@@ -28,11 +30,13 @@ class RunLogger:
         if self.wandb:
             self.wandb.log(metrics, step=step)
 
-    def truncate_after(self, step: int) -> None:
-        """On resume, drop records written after the checkpoint, so the log reads as one uninterrupted run."""
+    def truncate_after(self, step: int, inclusive: bool = True) -> None:
+        """On resume, drop records written after the checkpoint (and, with ``inclusive=False``, the checkpoint's
+        own step, whose epoch is about to be logged again), so the log reads as one uninterrupted run."""
         if self.path.exists():
-            lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-            self.path.write_text("".join(ln + "\n" for ln in lines))
+            keep = (lambda s: s <= step) if inclusive else (lambda s: s < step)  # noqa: E731
+            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip() and keep(json.loads(ln)["step"])]
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in lines))
 
     def close(self) -> None:
         if self.wandb:

@@ -1,13 +1,16 @@
 """One policy-agnostic training loop: AdamW, warmup + cosine, gradient clipping, EMA, periodic rollouts of the EMA
 policy, top-k + last checkpoints and exact resume. Runs as one process or under ``torchrun`` (DDP: gloo on CPU,
-nccl on GPU) with the same config; the global batch size stays ``training.batch_size``."""
+nccl on GPU) with the same config; the global batch size stays ``training.batch_size``.
+
+What a crash can and cannot do: an evaluation epoch is checkpointed BEFORE its rollouts (with its training metrics
+as ``pending_eval``), so a crash in the rollouts loses no training and a resumed run evaluates that epoch first;
+the score is then recorded by rewriting the checkpoint's ``state.json`` alone (utils/checkpoint.py), so ``last``
+always names a complete checkpoint. A non-finite loss stops training before anything is saved.
+"""
 
 from __future__ import annotations
 
-import copy
-import functools
 import math
-import os
 import shutil
 import time
 import warnings
@@ -17,7 +20,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
@@ -26,27 +28,15 @@ from tqdm import tqdm
 from drifting_policy.data.dataset import PolicyDataset, load_replay_buffer
 from drifting_policy.data.sampler import NeighbourBatchSampler, nearest_other_episode
 from drifting_policy.evaluation.rollout import rollout, summarize
-from drifting_policy.policies import policy_class
-from drifting_policy.training.checkpoint import load_training_state, save_checkpoint
+from drifting_policy.factory import build_policy, env_factory, env_mode_statistics
 from drifting_policy.training.logger import RunLogger
+from drifting_policy.utils import checkpoint as ckpt
+from drifting_policy.utils.distributed import init_from_env, world
+from drifting_policy.utils.ema import EMA
 
-
-def build_policy(cfg):
-    """The policy named by ``cfg.policy.name`` for ``cfg.task`` (weights random, normaliser unfitted)."""
-    kwargs = OmegaConf.to_container(cfg.policy, resolve=True)
-    name = kwargs.pop("name")
-    task = cfg.task
-    crop = OmegaConf.to_container(task.crop_shape, resolve=True) if task.get("crop_shape") else None
-    return policy_class(name)(OmegaConf.to_container(task.shape_meta, resolve=True), task.n_obs_steps,
-                              task.n_action_steps, task.horizon, crop_shape=crop, **kwargs)
-
-
-def env_factory(task_cfg):
-    """A zero-argument constructor of the task's environment."""
-    import envs
-
-    kwargs = OmegaConf.to_container(task_cfg.env.get("kwargs", {}), resolve=True)
-    return functools.partial(envs.make_env, task_cfg.env.name, max_steps=task_cfg.env.max_steps, **kwargs)
+# Config keys a resumed run may change: they do not alter what is trained.
+RESUMABLE_CHANGES = ("training.resume", "training.overwrite", "training.num_workers", "training.checkpoint_top_k",
+                     "task.eval", "logging", "device", "run_dir")
 
 
 def evaluation_resets(cfg, buffer=None) -> list[dict]:
@@ -60,20 +50,42 @@ def evaluation_resets(cfg, buffer=None) -> list[dict]:
     return resets
 
 
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts (added and removed keys included)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, path + ".")
+        elif a != b:
+            out.append(f"{path}: {a!r} -> {b!r}")
+    return out
+
+
+def validate_training(t) -> None:
+    for key in ("batch_size", "num_epochs"):
+        if not isinstance(t[key], int) or t[key] < 1:
+            raise ValueError(f"training.{key} must be a positive integer; got {t[key]!r}")
+    if not t.lr > 0:
+        raise ValueError(f"training.lr must be > 0; got {t.lr}")
+
+
 class Trainer:
     def __init__(self, cfg):
         self.cfg, t = cfg, cfg.training
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
-        self.rank = int(os.environ.get("RANK", 0))
+        validate_training(t)
         use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
-        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+        self.device = init_from_env(use_cuda)
+        self.rank, self.world = world()
         if t.batch_size % self.world:
             raise ValueError(f"training.batch_size {t.batch_size} must divide by the {self.world} processes")
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.run_dir = Path(cfg.run_dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.config = OmegaConf.to_container(cfg, resolve=True)
+        last = self._prepare_run_dir()
 
         self.buffer = load_replay_buffer(cfg.task.dataset)
         ds_args = (self.buffer, cfg.task.shape_meta, cfg.task.dataset, cfg.task.n_obs_steps, cfg.task.n_action_steps,
@@ -83,9 +95,7 @@ class Trainer:
         identity = cfg.task.get("normalizer_identity_dims")  # e.g. {action: [3, ..., 9]}: rot6d + gripper as they are
         identity = OmegaConf.to_container(identity, resolve=True) if identity else {}
         self.policy.normalizer.fit(self.train_set.normalizer_data(), identity)
-        self.ema_policy = copy.deepcopy(self.policy).requires_grad_(False)
-        self.ema = EMAModel(self.policy.parameters(), power=t.ema_power, decay=t.ema_max_decay, use_ema_warmup=True,
-                            inv_gamma=1.0, min_decay=0.0)
+        self.ema = EMA(self.policy, t.ema_max_decay, "power", t.ema_power)
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=t.lr, betas=tuple(t.betas),
                                            weight_decay=t.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_set) / t.batch_size)
@@ -98,22 +108,53 @@ class Trainer:
                                           num_training_steps=self.total_steps)
         self.model = DistributedDataParallel(self.policy) if self.world > 1 else self.policy
         self._neighbours = None  # built on first use by _neighbour_table (training.neighbour_batches)
-        self.state = {"epoch": 0, "global_step": 0, "ema_step": 0, "top_k": [], "run_id": None}
-        last = self.run_dir / "checkpoints" / "last"
-        if t.resume and last.exists():
-            self.state = load_training_state(last, self.policy, self.ema_policy, self.optimizer, self.lr_scheduler)
-            self.ema = EMAModel(self.ema_policy.parameters(), power=t.ema_power, decay=t.ema_max_decay,
-                                use_ema_warmup=True, inv_gamma=1.0, min_decay=0.0)
-            self.ema.optimization_step = self.state["ema_step"]
+        self.state = {"epoch": 0, "global_step": 0, "top_k": [], "run_id": None, "pending_eval": None}
+        if last is not None:
+            self._resume(last)
         self.logger = None
         if self.rank == 0:
-            self.logger = RunLogger(self.run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logging.wandb,
-                                    run_id=self.state["run_id"])
+            self.logger = RunLogger(self.run_dir, self.config, cfg.logging.wandb, run_id=self.state["run_id"])
             self.state["run_id"] = self.logger.run_id
             if self.state["global_step"]:
-                self.logger.truncate_after(self.state["global_step"])
-                print(f"resumed from {last.resolve()} at epoch {self.state['epoch']}")
+                # rows after the checkpoint go; so does the checkpoint's own epoch row when its evaluation is pending
+                self.logger.truncate_after(self.state["global_step"], inclusive=self.state["pending_eval"] is None)
+                print(f"resumed from {last} at epoch {self.state['epoch']}")
 
+    # ------------------------------------------------------------------ run folder and resume
+    def _prepare_run_dir(self) -> Path | None:
+        """The checkpoint to resume from (None: a fresh run); refuses to overwrite a run by accident."""
+        t = self.cfg.training
+        has_run = self.ckpt_root.exists() or (self.run_dir / "metrics.jsonl").exists()
+        if t.resume:
+            return ckpt.find_last(self.ckpt_root) if self.ckpt_root.exists() else None
+        if has_run and not t.get("overwrite", False):
+            raise FileExistsError(f"{self.run_dir} already holds a run (checkpoints/ or metrics.jsonl). Continue it "
+                                  "with training.resume=true, start over with training.overwrite=true (deletes its "
+                                  "checkpoints, log and videos), or choose another run_dir")
+        if has_run and self.rank == 0:
+            for part in ("checkpoints", "videos", "eval"):
+                shutil.rmtree(self.run_dir / part, ignore_errors=True)
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        return None
+
+    def _resume(self, folder: Path) -> None:
+        saved = ckpt.read_config(folder)
+        keep = lambda c: {k: v for k, v in c.items() if k != "hydra"}  # noqa: E731
+        diffs = [d for d in config_differences(keep(saved), keep(self.config))
+                 if not d.split(":")[0].startswith(RESUMABLE_CHANGES)]
+        if diffs:
+            raise ValueError(f"training.resume=true, but the config differs from the checkpoint's ({folder}/config.yaml) "
+                             f"in what it trains: {diffs[:8]}. Resume with the same settings, or start a new run_dir")
+        ckpt.load_weights(self.policy, folder / "model.safetensors")
+        self.ema.restore(ckpt.read_tensors(folder / "ema.safetensors"), ckpt.read_state(folder)["ema_step"])
+        ckpt.load_optimizer(self.optimizer, folder)
+        state = ckpt.read_state(folder)
+        self.lr_scheduler.load_state_dict(state.pop("scheduler"))
+        ckpt.set_rng_state(folder, state.pop("rng"))
+        state.pop("ema_step")
+        self.state = self.state | state
+
+    # ------------------------------------------------------------------ training
     def _neighbour_table(self) -> np.ndarray:
         """Each training window's nearest windows from other episodes, in normalised low-dim observation space."""
         if self._neighbours is None:
@@ -155,30 +196,36 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.num_epochs}", leave=False, disable=self.rank != 0)
         for batch in bar:
             loss, logs = self.model(self._to_device(batch))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite training loss ({loss.item()}) at epoch {epoch + 1}, step {self.state['global_step'] + 1}: "
+                    f"nothing was saved from this epoch; the last checkpoint in {self.ckpt_root} is from before it. "
+                    "Check the data for NaN/Inf (the loaders validate actions and low-dim observations) and the lr")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip)
             self.optimizer.step()
             self.lr_scheduler.step()
-            self.ema.step(self.policy.parameters())
+            self.ema.update(self.policy)
             self.state["global_step"] += 1
-            for policy in (self.policy, self.ema_policy):
-                policy.set_train_progress(self.state["global_step"] / self.total_steps)
+            self.policy.set_train_progress(self.state["global_step"] / self.total_steps)
             for k, v in ({"train_loss": loss.item()} | logs).items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        self.state["ema_step"] = self.ema.optimization_step
-        self.ema.copy_to(self.ema_policy.parameters())
+        self.ema.sync(self.policy)
         return {k: v / len(loader) for k, v in sums.items()} | {"lr": self.lr_scheduler.get_last_lr()[0]}
 
+    # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def validation_loss(self) -> float | None:
         if len(self.val_set) == 0:
             return None
         self.policy.eval()
         loader = DataLoader(self.val_set, batch_size=self.cfg.training.batch_size, shuffle=False)
-        losses = [self.policy.compute_loss(self._to_device(b))[0].item() for b in loader]
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(0)  # the loss's noise: the same every time, and training's random stream untouched
+            losses = [self.policy.compute_loss(self._to_device(b))[0].item() for b in loader]
         return float(np.mean(losses))
 
     def evaluate(self, epoch: int) -> dict:
@@ -192,59 +239,65 @@ class Trainer:
         for split, chunk in (("test", [r for r in resets if "seed" in r]), ("train", [r for r in resets if "seed" not in r])):
             if not chunk:
                 continue
-            results = rollout(self.ema_policy, env_factory(self.cfg.task), chunk, self.cfg.task.n_obs_steps,
+            results = rollout(self.ema.module, env_factory(self.cfg.task), chunk, self.cfg.task.n_obs_steps,
                               self.cfg.task.n_action_steps, n_videos=ev.n_videos if split == "test" else 0,
                               video_dir=self.run_dir / "videos" / f"epoch_{epoch:04d}",
                               batch_size=ev.get("batch_size", 50), desc=f"eval {split} epoch {epoch}",
                               seed=ev.get("sampling_seed", 0))
-            out |= {f"{split}/{k}": v for k, v in summarize(results, ev.get("n_stages"), ev.get("mode_statistics")).items()}
+            stats = summarize(results, ev.get("n_stages"), env_mode_statistics(self.cfg.task))
+            out |= {f"{split}/{k}": v for k, v in stats.items()}
         return out
 
-    def _checkpoint(self, epoch: int, score: float | None, pending: dict | None = None) -> None:
-        """``pending``: the epoch's training metrics, saved BEFORE its evaluation so that a crash in the rollouts
-        (an out-of-memory kill, a simulator error) loses no training; a resumed run evaluates that epoch first."""
-        ckpt_dir = self.run_dir / "checkpoints"
-        name = f"epoch_{epoch:04d}"
-        if score is not None:
-            self.state["top_k"] = sorted(self.state["top_k"] + [[score, name]], key=lambda x: -x[0])
-        save_checkpoint(ckpt_dir / name, self.cfg, self.policy, self.ema_policy, self.optimizer, self.lr_scheduler,
-                        self.state | {"epoch": epoch, "pending_eval": pending})
-        keep = {n for _, n in self.state["top_k"][: self.cfg.training.checkpoint_top_k]} | {name}
-        for folder in ckpt_dir.glob("epoch_*"):
-            if folder.name not in keep and not folder.name.endswith(".tmp"):
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, epoch: int, pending: dict | None) -> Path:
+        folder = self.ckpt_root / f"epoch_{epoch:04d}"
+        state = self.state | {"epoch": epoch, "pending_eval": pending, "ema_step": self.ema.steps,
+                              "scheduler": self.lr_scheduler.state_dict()}
+        return ckpt.save_folder(folder, {"model": self.policy.state_dict(), "ema": self.ema.module.state_dict()},
+                                self.config, state, self.optimizer)
+
+    def _record_score(self, folder: Path, score: float) -> None:
+        """The evaluation's score into the saved checkpoint's state (one atomic file), then the top-k pruning."""
+        self.state["top_k"] = sorted(self.state["top_k"] + [[score, folder.name]], key=lambda x: -x[0])
+        ckpt.update_state(folder, top_k=self.state["top_k"], pending_eval=None)
+        self._prune(keep_also=folder.name)
+
+    def _prune(self, keep_also: str) -> None:
+        keep = {n for _, n in self.state["top_k"][: self.cfg.training.checkpoint_top_k]} | {keep_also}
+        last = (self.ckpt_root / "last").resolve().name
+        for folder in self.ckpt_root.glob("epoch_*"):
+            if folder.name not in keep and folder.name != last and not folder.name.endswith((".tmp", ".old")):
                 shutil.rmtree(folder)
 
-    def _checkpoint_then_evaluate(self, done: int, metrics: dict) -> float:
-        self._checkpoint(done, None, pending=metrics)
+    def _evaluate_epoch(self, done: int, metrics: dict, folder: Path) -> None:
         metrics["val_loss"] = self.validation_loss()
         metrics |= self.evaluate(done)
-        score = metrics["test/mean_score"]
-        print(f"epoch {done}: test mean score {score:.3f}, success {metrics['test/success_rate']:.2f}")
-        return score
+        self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"])
+        self._record_score(folder, metrics["test/mean_score"])
+        print(f"epoch {done}: test mean score {metrics['test/mean_score']:.3f}, "
+              f"success {metrics['test/success_rate']:.2f}")
 
     def run(self) -> dict:
         t, ev = self.cfg.training, self.cfg.task.eval
         last_metrics: dict = {}
-        pending = self.state.pop("pending_eval", None)
-        if pending is not None and self.rank == 0 and ev.n_test > 0:  # killed during this epoch's evaluation
-            done = self.state["epoch"]
-            score = self._checkpoint_then_evaluate(done, pending)
-            self.logger.log(pending | {"epoch": done}, step=self.state["global_step"])
-            self._checkpoint(done, score)
+        pending, self.state["pending_eval"] = self.state["pending_eval"], None
+        if pending is not None and self.rank == 0:  # killed during this epoch's evaluation: evaluate it first
+            self._evaluate_epoch(self.state["epoch"], pending, ckpt.find_last(self.ckpt_root))
         for epoch in range(self.state["epoch"], t.num_epochs):
             start, cpu_start = time.time(), time.process_time()
             metrics = self.train_epoch(epoch)
             done = epoch + 1
             # wall and process-CPU seconds of the epoch's training steps (evaluation excluded): the compute budget
             metrics["epoch_time_s"], metrics["epoch_cpu_s"] = time.time() - start, time.process_time() - cpu_start
-            score = None
-            if self.rank == 0:
-                if ev.n_test > 0 and (done % ev.every_epochs == 0 or done == t.num_epochs):
-                    score = self._checkpoint_then_evaluate(done, metrics)
-                self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"])
-                if done % t.checkpoint_every == 0 or done == t.num_epochs or score is not None:
-                    self._checkpoint(done, score)
             self.state["epoch"] = done
+            if self.rank == 0:
+                evaluate = ev.n_test > 0 and (done % ev.every_epochs == 0 or done == t.num_epochs)
+                if evaluate:
+                    self._evaluate_epoch(done, metrics, self._save(done, pending=metrics))
+                else:
+                    self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"])
+                    if done % t.checkpoint_every == 0 or done == t.num_epochs:
+                        self._prune(keep_also=self._save(done, pending=None).name)
             last_metrics = metrics
             if self.world > 1:
                 dist.barrier()

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from drifting_policy.data.rotation import axis_angle_to_matrix
+from drifting_policy.utils.rotation import axis_angle_to_matrix
 from envs.experts.robomimic_lift_can import body_pose, goto, hold
 from envs.experts.robomimic_servo import gripper_yaw, servo, top_down, wrap
 from envs.robomimic import grip_site_pose

@@ -11,13 +11,13 @@ Everything is recomputed from the run files, so the report always matches whatev
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from drifting_policy.evaluation.benchmark import overrides_tag
-from drifting_policy.evaluation.protocol import aggregate_suite, load_runs
+from drifting_policy.benchmark.protocol import aggregate_suite, load_runs
+from drifting_policy.benchmark.runner import overrides_tag
+from drifting_policy.utils.io import atomic_write_text
 
 VARIANT_ORDER = {"drifting": 0, "ddim10": 1, "ddpm100": 2, "bc": 3}
 
@@ -125,12 +125,6 @@ def latency_plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def build_report(runs_dir: str | Path, out: str | Path = "docs/benchmark", latency: str | Path | None = None,
                  k: int = 10, command: str | None = None) -> dict:
     """Write README.md, results.json and plots/ under ``out``; returns the results dict."""
@@ -149,9 +143,9 @@ def build_report(runs_dir: str | Path, out: str | Path = "docs/benchmark", laten
     problems = fairness(runs)
     results = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "k": k,
                "runs_dir": str(runs_dir), "command": command, "groups": groups, "latency": lat, "fairness": problems}
-    _write(out / "results.json", json.dumps(results, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     gpu = sorted(d.name for d in out.glob("gpu_*") if (d / "README.md").exists())
-    _write(out / "README.md", render(groups, lat, lat_ms, problems, tasks, runs_dir, k, command, gpu))
+    atomic_write_text(out / "README.md", render(groups, lat, lat_ms, problems, tasks, runs_dir, k, command, gpu))
     return results
 
 

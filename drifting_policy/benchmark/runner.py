@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from drifting_policy.evaluation.protocol import eval_records, write_run
+from drifting_policy.benchmark.protocol import eval_records, write_run
 
 REPO = Path(__file__).resolve().parents[2]
 KEEP_ALL = "training.checkpoint_top_k=1000000"  # every evaluation checkpoint survives until DDIM-10 has seen it
@@ -132,7 +132,7 @@ def prune(folder: Path, records: list[dict], top_k: int) -> None:
             shutil.rmtree(sub)
 
 
-# Budget knobs a task may set per policy (task.policy_overrides / scales.<s>.policy_overrides): drifting's step
+# Budget knobs a task may set per policy (configs/task_scale_policy/<task>_<scale>_<policy>.yaml): drifting's step
 # costs ~G diffusion steps, so equal wall clock means different epochs. They are recorded in the run file
 # (num_epochs, training_budget) and the report compares the measured training compute instead.
 PER_POLICY_BUDGET = ("num_epochs", "lr")

@@ -13,8 +13,9 @@ import json
 import os
 from pathlib import Path
 
-from drifting_policy.evaluation.benchmark import benchmark_one
-from drifting_policy.evaluation.protocol import eval_records, load_runs, run_summary, seed_statistics
+from drifting_policy.benchmark.protocol import eval_records, load_runs, run_summary, seed_statistics
+from drifting_policy.benchmark.runner import benchmark_one
+from drifting_policy.utils.io import atomic_write_text
 
 # Per task: the schedule every candidate shares (Diffusion Policy's cpu-scale epochs, frequent evaluations).
 TASK_SETTINGS = {
@@ -223,9 +224,7 @@ def report(out: Path, doc: Path, k: int) -> str:
     if begin not in old:
         old += f"\n{begin}\n{end}\n"
     new = old[: old.index(begin) + len(begin)] + "\n" + text + old[old.index(end):]
-    tmp = doc.with_name(doc.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, doc)
-    (doc.parent / f"{doc.stem}.json").write_text(json.dumps(data, indent=1, default=float))
+    atomic_write_text(doc, new)
+    atomic_write_text(doc.parent / f"{doc.stem}.json", json.dumps(data, indent=1, default=float))
     return text
 

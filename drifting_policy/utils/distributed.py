@@ -21,9 +21,10 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def init_from_env() -> torch.device:
-    """Join the torchrun process group if launched by torchrun; return this process's device."""
-    use_cuda = torch.cuda.is_available()
+def init_from_env(use_cuda: bool | None = None) -> torch.device:
+    """Join the torchrun process group if launched by torchrun (nccl with CUDA, gloo without); return this
+    process's device. ``use_cuda`` None: CUDA when available."""
+    use_cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:
@@ -36,7 +37,7 @@ def init_from_env() -> torch.device:
 def gather_groups(t: torch.Tensor) -> torch.Tensor:
     """(B_local, ...) on every rank -> (sum B_local, ...) in rank order; the local slice keeps its autograd graph.
 
-    All ranks must hold the same B_local (the trainer gives each rank the same number of class labels).
+    All ranks must hold the same B_local (the trainers give each rank the same number of groups).
     """
     rank, size = world()
     if size == 1:

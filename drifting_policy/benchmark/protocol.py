@@ -22,11 +22,12 @@ A *run file* (JSON, one per run, written by ``write_run`` atomically) holds::
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
+
+from drifting_policy.utils.io import atomic_write_json
 
 METRIC = re.compile(r"^test/(mean_score|success_rate|p\d+)$")
 P_METRIC = re.compile(r"^test/p\d+$")
@@ -154,12 +155,7 @@ def write_run(path: str | Path, run: dict) -> Path:
     missing = [key for key in REQUIRED if key not in run]
     if missing:
         raise KeyError(f"run for {path} lacks {missing}; a run file needs {list(REQUIRED)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(run, indent=1))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, run)
 
 
 def load_runs(folder: str | Path) -> list[dict]:
