@@ -7,7 +7,10 @@ Buffer keys: the requested obs keys (robomimic names: object, robot0_eef_pos, ag
 
 Absolute actions follow Diffusion Policy: restore each stored state, hand the delta action to the delta OSC
 controller and read the world-frame goal pose it would servo to. Replaying those goals with an absolute controller
-reproduces the episode (tests/test_robomimic_hdf5.py checks the final object pose).
+reproduces the episode (tests/test_robomimic.py checks the final object pose). The delta controller is the one the
+file records in env_args.env_kwargs: its action limits are honoured when converting to absolute actions; a recording
+whose controller differs from ours in anything else (gains, frames, control rate), or in its limits when delta actions
+are kept as recorded, is refused with one error naming the settings.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from drifting_policy.data.replay_buffer import ReplayBuffer
 from drifting_policy.data.rotation import matrix_to_rot6d
 
 DELTA_ACTION_DIM = 7  # [dpos 3, axis-angle drot 3, gripper 1]
-CACHE_VERSION = 1  # bump when the conversion changes, so old caches are not served
+CACHE_VERSION = 2  # bump when the conversion changes, so old caches are not served (2: the file's own action limits)
 
 
 def read_env_meta(f: h5py.File, path: Path) -> dict:
@@ -86,8 +89,12 @@ def read_robomimic_hdf5(path: str | Path, obs_keys: list[str], abs_action: bool)
         names = demo_names(f)
         if not names:
             raise ValueError(f"{path}: 'data' holds no demos")
-        rs_env = make_robosuite(env_name, abs_action=False) if abs_action else None
-        state_dim = rs_env.sim.get_state().flatten().shape[0] if rs_env is not None else None
+        try:  # the delta env the demos were recorded with, or one clear refusal naming what differs from ours
+            rs_env = make_robosuite(env_name, abs_action=False, recorded_env_kwargs=meta.get("env_kwargs", {}),
+                                    allow_other_limits=abs_action)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+        state_dim = rs_env.sim.get_state().flatten().shape[0]
         buffer = ReplayBuffer()
         for name in tqdm(names, desc=f"read {path.name}", disable=len(names) < 20):
             demo = f["data"][name]
@@ -104,15 +111,14 @@ def read_robomimic_hdf5(path: str | Path, obs_keys: list[str], abs_action: bool)
                 raise ValueError(f"{where}/actions has shape {actions.shape}, but {env_name} demos store "
                                  f"{DELTA_ACTION_DIM}-D delta actions [dpos 3, drot 3, gripper 1]")
             states = demo["states"][:]
-            if state_dim is not None and states.shape[1] != state_dim:
+            if states.shape[1] != state_dim:
                 raise ValueError(f"{where}/states are {states.shape[1]}-D but robosuite 1.5.2's {env_name} has a "
                                  f"{state_dim}-D flat MuJoCo state")
             episode = {k: obs_group[k][:] for k in obs_keys}
             episode["action"] = delta_to_abs_actions(rs_env, states, actions) if abs_action else actions
             episode["states"] = states
             buffer.add_episode(episode)
-        if rs_env is not None:
-            rs_env.close()
+        rs_env.close()
     return buffer
 
 
