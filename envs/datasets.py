@@ -25,9 +25,9 @@ def write_abs_action_cache(path: str | Path, obs_keys: list[str]) -> Path:
     if cache.exists():
         return cache
     with h5py.File(path, "r") as f:
-        env_name = read_env_meta(f, path)["env_name"]
+        meta = read_env_meta(f, path)
     try:
-        converter = AbsActionConverter(env_name)
+        converter = AbsActionConverter(meta["env_name"], meta.get("env_kwargs", {}))
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
     try:
@@ -36,6 +36,20 @@ def write_abs_action_cache(path: str | Path, obs_keys: list[str]) -> Path:
         converter.close()
     buffer.save(cache)
     return cache
+
+
+def check_delta_controller(path: str | Path) -> None:
+    """Delta actions are used as recorded: refuse (ValueError naming the file and the settings) a file whose
+    controller would turn them into other motions in our env than in the one they were recorded in."""
+    from envs.robomimic import controller_config_for_recording
+
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        meta = read_env_meta(f, path)
+    try:
+        controller_config_for_recording(meta.get("env_kwargs", {}), allow_other_limits=False)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def _generate(path: Path, gen: dict) -> None:
@@ -62,6 +76,8 @@ def prepare_dataset(task_cfg) -> Path:
                 f"file, or write demos there explicitly: python scripts/generate_demos.py task=<expert> n=<N> out={path}")
         if int(os.environ.get("RANK", 0)) == 0:
             _generate(path, gen)
+    if ds.get("format", "zarr") == "robomimic_hdf5" and not ds.get("abs_action", True):
+        check_delta_controller(path)
     if ds.get("format", "zarr") == "robomimic_hdf5" and ds.get("abs_action", True):
         keys = sorted({parse_store_key(s)[0] for specs in ds["obs_from_store"].values() for s in specs})
         if int(os.environ.get("RANK", 0)) == 0:

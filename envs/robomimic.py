@@ -80,11 +80,89 @@ def robosuite_kwargs(env_name: str, abs_action: bool = False) -> dict:
     }
 
 
-def make_robosuite(env_name: str, abs_action: bool = False, seed: int | None = None):
+# Arm-controller settings that only say how a delta action is scaled into a goal offset: a recording made with other
+# values converts faithfully to world goals by reading its actions with its own values.
+ARM_LIMIT_KEYS = ("input_max", "input_min", "output_max", "output_min")
+# robosuite 1.4 names (the public v141 files) -> robosuite 1.5 names
+_LEGACY_ARM_KEYS = {"damping": "damping_ratio", "damping_limits": "damping_ratio_limits"}
+
+
+def arm_controller_config(controller_configs: dict) -> dict:
+    """The right arm's controller settings, from robosuite 1.5's composite layout or 1.4's flat one, in 1.5 names."""
+    parts = controller_configs.get("body_parts")
+    if parts is None:
+        arm = dict(controller_configs)
+    else:
+        arm = dict(parts["right"] if "right" in parts else parts.get("arms", {}).get("right", {}))
+    for old, new in _LEGACY_ARM_KEYS.items():
+        if old in arm:
+            arm.setdefault(new, arm.pop(old))
+    if "control_delta" in arm:
+        arm.setdefault("input_type", "delta" if arm.pop("control_delta") else "absolute")
+    arm.pop("gripper", None)  # the gripper's command is stored as recorded and read as recorded
+    return arm
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None or isinstance(a, str) or isinstance(b, str):
+        return a == b
+    try:
+        return bool(np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=0, atol=1e-12))
+    except (TypeError, ValueError):
+        return a == b
+
+
+def recorded_controller_differences(recorded_env_kwargs: dict) -> dict[str, tuple]:
+    """{setting: (recorded, ours)} for every controller setting the recording has and our delta env sets otherwise.
+
+    Settings the recording does not name are not compared (robosuite fills them with the defaults we use).
+    """
+    ours_kwargs = robosuite_kwargs("Lift", abs_action=False)
+    diffs = {}
+    if "control_freq" in recorded_env_kwargs and not _same(recorded_env_kwargs["control_freq"], ours_kwargs["control_freq"]):
+        diffs["control_freq"] = (recorded_env_kwargs["control_freq"], ours_kwargs["control_freq"])
+    robots = recorded_env_kwargs.get("robots", ours_kwargs["robots"])
+    if (list(robots) if isinstance(robots, list | tuple) else [robots]) != [ours_kwargs["robots"]]:
+        diffs["robots"] = (robots, ours_kwargs["robots"])
+    if "controller_configs" in recorded_env_kwargs:
+        recorded = arm_controller_config(recorded_env_kwargs["controller_configs"] or {})
+        ours = arm_controller_config(ours_kwargs["controller_configs"])
+        diffs |= {f"controller_configs.{k}": (recorded[k], ours[k]) for k in sorted(recorded.keys() & ours.keys())
+                  if not _same(recorded[k], ours[k])}
+    return diffs
+
+
+def controller_config_for_recording(recorded_env_kwargs: dict, allow_other_limits: bool = True) -> dict:
+    """Our delta controller config with the recording's action limits; ValueError naming every setting that differs
+    in a way a conversion cannot honour (gains, frames, control rate, ...), or any limit when ``allow_other_limits``
+    is False (delta actions kept as recorded must mean the same motion in our env)."""
+    diffs = recorded_controller_differences(recorded_env_kwargs)
+    limit_keys = {f"controller_configs.{k}" for k in ARM_LIMIT_KEYS}
+    refused = {k: v for k, v in diffs.items() if allow_other_limits is False or k not in limit_keys}
+    if refused:
+        listed = "; ".join(f"{k}: recorded {r!r}, ours {o!r}" for k, (r, o) in refused.items())
+        hint = (" (action limits alone are honoured when converting to absolute actions: abs_action=True)"
+                if refused.keys() <= limit_keys else "")
+        raise ValueError(f"env_args.env_kwargs differ from our Panda OSC_POSE delta controller in {sorted(refused)}: "
+                         f"{listed}; the demos cannot be read faithfully{hint}")
+    cfg = controller_config(abs_action=False)
+    recorded_arm = arm_controller_config(recorded_env_kwargs.get("controller_configs") or {})
+    cfg["body_parts"]["right"].update({k: recorded_arm[k] for k in ARM_LIMIT_KEYS if k in recorded_arm})
+    return cfg
+
+
+def make_robosuite(env_name: str, abs_action: bool = False, seed: int | None = None,
+                   recorded_env_kwargs: dict | None = None, allow_other_limits: bool = True):
+    """robosuite's env with our settings; ``recorded_env_kwargs`` (a robomimic file's env_args.env_kwargs) builds
+    the delta env that file was recorded with, or refuses it (see controller_config_for_recording)."""
     import robosuite as suite
 
     kwargs = robosuite_kwargs(env_name, abs_action)
     name = kwargs.pop("env_name")
+    if recorded_env_kwargs is not None:
+        if abs_action:
+            raise ValueError("recorded_env_kwargs describe a delta controller; build it with abs_action=False")
+        kwargs["controller_configs"] = controller_config_for_recording(recorded_env_kwargs, allow_other_limits)
     # Model building draws from env.rng (e.g. Lift's cube size in [0.020, 0.022] m): a fixed seed gives every
     # process the same model, so stored states restore exactly; episodes are re-seeded in reset().
     return suite.make(name, horizon=10_000, seed=MODEL_SEED if seed is None else seed, **kwargs)
@@ -300,9 +378,12 @@ class AbsActionConverter:
     robomimic task: restore each stored state, hand the delta action to the delta OSC controller and read the
     world-frame goal pose it would servo to (``delta_to_world_goal``)."""
 
-    def __init__(self, env_name: str):
+    def __init__(self, env_name: str, recorded_env_kwargs: dict | None = None):
+        """``recorded_env_kwargs``: the file's env_args.env_kwargs, whose action limits are honoured (any other
+        controller difference raises ValueError naming it)."""
         self.env_name = canonical_env_name(env_name)
-        self.rs_env = make_robosuite(self.env_name, abs_action=False)
+        self.rs_env = make_robosuite(self.env_name, abs_action=False, recorded_env_kwargs=recorded_env_kwargs or {},
+                                     allow_other_limits=True)
         self.state_dim = self.rs_env.sim.get_state().flatten().shape[0]
 
     def __call__(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:

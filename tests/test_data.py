@@ -53,7 +53,7 @@ def test_replay_buffer_round_trips_zarr3(tmp_path):
     rb = ReplayBuffer()
     rb.add_episode({"a": np.ones((3, 2)), "b": np.zeros((3,))})
     rb.add_episode({"a": np.zeros((4, 2)), "b": np.ones((4,))})
-    rb.save(tmp_path / "s.zarr")
+    rb.save(tmp_path / "s.zarr", zarr_format=3)
     back = ReplayBuffer.load(tmp_path / "s.zarr")
     assert back.episode_ends.tolist() == [3, 7]
     np.testing.assert_array_equal(back.get_episode(1)["b"], np.ones(4))

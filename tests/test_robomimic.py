@@ -11,6 +11,7 @@ pytest.importorskip("envs.robomimic")  # first: it picks MUJOCO_GL (osmesa witho
 pytest.importorskip("robosuite")
 
 from gymnasium.utils.env_checker import check_env  # noqa: E402
+from other_tools import run_tool  # noqa: E402
 
 from drifting_policy.data.robomimic_hdf5 import cache_path, load_robomimic_replay_buffer  # noqa: E402
 from drifting_policy.utils.rotation import (  # noqa: E402
@@ -19,9 +20,9 @@ from drifting_policy.utils.rotation import (  # noqa: E402
     rot6d_to_axis_angle,
     rot6d_to_matrix,
 )
-from envs.datasets import write_abs_action_cache  # noqa: E402
+from envs.datasets import check_delta_controller, write_abs_action_cache  # noqa: E402
 from envs.experts.robomimic import generate_lift  # noqa: E402
-from envs.robomimic import RobomimicEnv  # noqa: E402
+from envs.robomimic import RobomimicEnv, recorded_controller_differences  # noqa: E402
 
 STATE_KEYS = ["object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
 
@@ -195,3 +196,138 @@ def test_rot6d_round_trip_and_gram_schmidt():
     noisy = rot6d_to_matrix(matrix_to_rot6d(mat) + rng.normal(0, 0.1, (50, 6)))
     np.testing.assert_allclose(noisy @ np.swapaxes(noisy, -1, -2), np.broadcast_to(np.eye(3), (50, 3, 3)), atol=1e-10)
     np.testing.assert_allclose(np.linalg.det(noisy), 1.0, atol=1e-10)
+
+
+# ---------------------------------------------------------------- robomimic 0.3.0 itself reads our files
+
+# What robomimic's train.py does with a dataset: env metadata, shape metadata, a SequenceDataset with its defaults
+# (load_next_obs=True) over the train mask, low-dim data and demo attributes cached in memory
+READ_AS_ROBOMIMIC = """
+import sys, json, numpy as np
+import robomimic, robomimic.utils.file_utils as FileUtils, robomimic.utils.obs_utils as ObsUtils
+from robomimic.utils.dataset import SequenceDataset
+path, out = sys.argv[1], sys.argv[2]
+low, rgb = ["object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"], ["agentview_image"]
+ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": low, "rgb": rgb}})
+env_meta = FileUtils.get_env_metadata_from_dataset(path)
+shape_meta = FileUtils.get_shape_metadata_from_dataset(path, all_obs_keys=low + rgb)
+ds = SequenceDataset(hdf5_path=path, obs_keys=low + rgb, dataset_keys=("actions", "rewards", "dones"),
+                     hdf5_cache_mode="low_dim", filter_by_attribute="train")
+items = [ds[i] for i in range(len(ds))]
+arrays = {f"{group}/{k}": np.stack([it[group][k][0] for it in items]) for group in ("obs", "next_obs") for k in low + rgb}
+arrays["actions"] = np.stack([it["actions"][0] for it in items])
+np.savez(out, **arrays)
+print(json.dumps({"robomimic": robomimic.__version__, "env_name": env_meta["env_name"], "type": env_meta["type"],
+                  "ac_dim": shape_meta["ac_dim"], "demos": ds.demos,
+                  "model_file_cached": all("model_file" in ds.hdf5_cache[d]["attrs"] for d in ds.demos)}))
+"""
+
+
+def test_robomimic_0_3_sequence_dataset_reads_our_file_with_next_obs(lift_file, tmp_path):
+    out = run_tool("robomimic", READ_AS_ROBOMIMIC, lift_file, tmp_path / "read.npz", cwd=tmp_path)
+
+    assert out["robomimic"] == "0.3.0" and out["env_name"] == "Lift" and out["type"] == 1 and out["ac_dim"] == 7
+    assert out["model_file_cached"]
+    read = np.load(tmp_path / "read.npz")
+    with h5py.File(lift_file) as f:
+        assert out["demos"] == [n.decode() for n in f["mask/train"][:]]
+        demos = [f[f"data/{d}"] for d in out["demos"]]
+        np.testing.assert_allclose(read["actions"], np.concatenate([d["actions"][:] for d in demos]), atol=1e-6)
+        for group in ("obs", "next_obs"):
+            ours = lambda k: np.concatenate([d[f"{group}/{k}"][:] for d in demos])  # noqa: B023, E731
+            for k in STATE_KEYS:
+                np.testing.assert_allclose(read[f"{group}/{k}"], ours(k), atol=1e-6)
+            np.testing.assert_array_equal(read[f"{group}/agentview_image"], ours("agentview_image"))
+
+
+def test_next_obs_is_the_observation_after_each_action(lift_file):
+    with h5py.File(lift_file) as f:
+        demo = f["data/demo_0"]
+        for k in [*STATE_KEYS, "agentview_image"]:
+            np.testing.assert_array_equal(demo[f"next_obs/{k}"][:-1], demo[f"obs/{k}"][1:])
+        env = RobomimicEnv("Lift", obs_type="visual", abs_action=False, image_size=32)
+        env.reset(seed=0)
+        env.set_state(demo.attrs["final_state"])  # the state the last action led to
+        np.testing.assert_array_equal(env.render_cameras()["agentview_image"], demo["next_obs/agentview_image"][-1])
+        # low-dim observations after a step are read before robosuite's last physics substep lands (as every obs[t]
+        # of a recording is): within a substep's motion of the state
+        np.testing.assert_allclose(env.raw_obs()["object"], demo["next_obs/object"][-1], atol=1e-3)
+        env.close()
+
+
+def test_model_file_is_the_mujoco_model_the_states_belong_to(lift_file):
+    import mujoco
+
+    with h5py.File(lift_file) as f:
+        model = mujoco.MjModel.from_xml_string(f["data/demo_1"].attrs["model_file"])
+        states = f["data/demo_1/states"][:]
+    data = mujoco.MjData(model)
+    assert states.shape[1] == 1 + model.nq + model.nv  # robosuite's flat state: time, qpos, qvel
+    env = RobomimicEnv("Lift", obs_type="state", abs_action=False)
+    env.reset(seed=0)
+    for t in (0, len(states) - 1):  # every body where robosuite's own model puts it
+        data.qpos[:] = states[t, 1:1 + model.nq]
+        mujoco.mj_forward(model, data)
+        env.set_state(states[t])
+        np.testing.assert_allclose(data.xpos, env.rs_env.sim.data.body_xpos, atol=1e-6)  # XML prints ~9 digits
+        np.testing.assert_allclose(data.body("cube_main").xpos, env.raw_obs()["object"][:3], atol=1e-6)
+    env.close()
+
+
+# ---------------------------------------------------------------- the file's own controller configuration
+
+def _with_controller(src, dst, scale_actions=1.0, **arm_settings):
+    """A copy of ``src`` whose env_args record other arm-controller settings (and actions scaled to match)."""
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        meta = json.loads(f["data"].attrs["env_args"])
+        meta["env_kwargs"]["controller_configs"]["body_parts"]["right"].update(arm_settings)
+        f["data"].attrs["env_args"] = json.dumps(meta)
+        for name in f["data"]:
+            f[f"data/{name}/actions"][:, :6] *= scale_actions  # the arm's 6-D delta; the gripper command stays
+    return dst
+
+
+def test_file_recorded_with_wider_action_limits_converts_to_the_same_goals(lift_file, tmp_path):
+    # the same motions recorded by a controller whose limits are twice ours: every delta action is half as large
+    wide = _with_controller(lift_file, tmp_path / "wide_limits.hdf5", scale_actions=0.5,
+                            output_max=[0.1, 0.1, 0.1, 1.0, 1.0, 1.0], output_min=[-0.1, -0.1, -0.1, -1.0, -1.0, -1.0])
+    write_abs_action_cache(lift_file, STATE_KEYS)
+    write_abs_action_cache(wide, STATE_KEYS)
+    reference = load_robomimic_replay_buffer(lift_file, STATE_KEYS, abs_action=True)
+    converted = load_robomimic_replay_buffer(wide, STATE_KEYS, abs_action=True)
+    np.testing.assert_allclose(converted.data["action"], reference.data["action"], atol=1e-9)
+    ep = converted.get_episode(0)  # and the goals replay to the recorded cube pose
+    env = RobomimicEnv("Lift", obs_type="state", abs_action=True)
+    obs, _ = env.reset(options={"reset_to_state": ep["states"][0]})
+    for a in ep["action"][:-1]:
+        obs, *_ = env.step(a)
+    np.testing.assert_allclose(obs["obs"][:3], ep["object"][-1][:3], atol=2e-3)
+    env.close()
+
+
+def test_file_with_other_controller_gains_is_refused_naming_the_settings_and_file(lift_file, tmp_path):
+    path = _with_controller(lift_file, tmp_path / "stiff.hdf5", kp=300, input_ref_frame="world")
+    with pytest.raises(ValueError) as err:
+        write_abs_action_cache(path, STATE_KEYS)
+    msg = str(err.value)
+    assert "stiff.hdf5" in msg and "controller_configs.kp: recorded 300, ours 150" in msg
+    assert "controller_configs.input_ref_frame: recorded 'world', ours 'base'" in msg
+
+
+def test_delta_actions_recorded_with_other_limits_are_refused_when_kept_as_delta(lift_file, tmp_path):
+    path = _with_controller(lift_file, tmp_path / "wide.hdf5", output_max=[0.1, 0.1, 0.1, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"wide\.hdf5.*controller_configs\.output_max.*abs_action=True"):
+        check_delta_controller(path)
+
+
+def test_public_v141_controller_layout_matches_ours():
+    # robosuite 1.4's flat OSC_POSE config, as robomimic's v141 datasets record it
+    v141 = {"robots": ["Panda"], "control_freq": 20, "controller_configs": {
+        "type": "OSC_POSE", "input_max": 1, "input_min": -1, "output_max": [0.05, 0.05, 0.05, 0.5, 0.5, 0.5],
+        "output_min": [-0.05, -0.05, -0.05, -0.5, -0.5, -0.5], "kp": 150, "damping": 1, "impedance_mode": "fixed",
+        "kp_limits": [0, 300], "damping_limits": [0, 10], "position_limits": None, "orientation_limits": None,
+        "uncouple_pos_ori": True, "control_delta": True, "interpolation": None, "ramp_ratio": 0.2}}
+    assert recorded_controller_differences(v141) == {}
+    v141["controller_configs"]["control_delta"] = False
+    assert recorded_controller_differences(v141) == {"controller_configs.input_type": ("absolute", "delta")}

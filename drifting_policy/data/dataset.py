@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from drifting_policy.data.replay_buffer import ReplayBuffer
 from drifting_policy.data.sampler import SequenceSampler, episode_masks
 
-_SPEC = re.compile(r"^(?P<key>[\w/]+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
+_SPEC = re.compile(r"^(?P<key>[\w/.]+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")  # dots: LeRobot names
 
 
 def parse_store_key(spec: str) -> tuple[str, slice]:
@@ -38,17 +38,22 @@ def store_keys(dataset_cfg) -> list[str]:
 
 
 def load_replay_buffer(dataset_cfg, shape_meta=None) -> ReplayBuffer:
-    """Read the store named by a task's ``dataset`` config (zarr, or robomimic HDF5 cached as zarr)."""
+    """Read the store named by a task's ``dataset`` config: zarr, robomimic HDF5 (cached as zarr) or a LeRobot v3.0
+    folder (``format: lerobot``, or any folder with meta/info.json when no format is given)."""
+    from drifting_policy.data.lerobot import is_lerobot_folder, load_lerobot
+
     path = Path(dataset_cfg["path"])
-    fmt = dataset_cfg.get("format", "zarr")
+    fmt = dataset_cfg.get("format") or ("lerobot" if is_lerobot_folder(path) else "zarr")
     if fmt == "zarr":
         return ReplayBuffer.load(path, keys=store_keys(dataset_cfg))
+    if fmt == "lerobot":
+        return load_lerobot(path, keys=store_keys(dataset_cfg))
     if fmt == "robomimic_hdf5":
         from drifting_policy.data.robomimic_hdf5 import load_robomimic_replay_buffer
 
         obs_keys = sorted({parse_store_key(s)[0] for specs in dataset_cfg["obs_from_store"].values() for s in specs})
         return load_robomimic_replay_buffer(path, obs_keys=obs_keys, abs_action=dataset_cfg.get("abs_action", True))
-    raise ValueError(f"dataset.format must be 'zarr' or 'robomimic_hdf5'; got '{fmt}'")
+    raise ValueError(f"dataset.format must be 'zarr', 'robomimic_hdf5' or 'lerobot'; got '{fmt}'")
 
 
 def assemble_observations(buffer: ReplayBuffer, shape_meta, obs_from_store, source: str) -> dict[str, np.ndarray]:

@@ -3,8 +3,8 @@
     <store>/data/<key>          (T_total, ...)  every episode's steps concatenated in time
     <store>/meta/episode_ends   (n_episodes,)   cumulative end index of each episode
 
-We write zarr format 3; the public Diffusion Policy stores (zarr format 2, e.g. ``pusht_cchi_v7_replay.zarr``)
-load the same way. Data is held in memory as numpy arrays (the benchmark's datasets fit comfortably).
+We write zarr format 2 by default, as Diffusion Policy's zarr 2.x reads it (format 3 stores are invisible to zarr
+2.x); we read both, e.g. the public ``pusht_cchi_v7_replay.zarr``. Data is held in memory as numpy arrays (the benchmark's datasets fit comfortably).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ReplayBuffer:
             self.data[k] = np.concatenate([self.data[k], v]) if k in self.data else v.copy()
         self.episode_ends = np.append(self.episode_ends, self.n_steps + next(iter(lengths.values())))
 
-    def save(self, path: str | Path, zarr_format: int = 3, chunk_steps: int = 1024) -> None:
+    def save(self, path: str | Path, zarr_format: int = 2, chunk_steps: int = 1024) -> None:
         """Write the store atomically: into a temporary folder beside ``path``, then rename over it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,10 @@ Buffer keys: the requested obs keys (robomimic names: object, robot0_eef_pos, ag
 
 Absolute actions follow Diffusion Policy: restore each stored state, hand the delta action to the delta OSC
 controller and read the world-frame goal pose it would servo to. Replaying those goals with an absolute controller
-reproduces the episode (tests/test_robomimic_hdf5.py checks the final object pose).
+reproduces the episode (tests/test_robomimic.py checks the final object pose). That conversion needs the simulator,
+so it lives on the envs side (``envs.robomimic.AbsActionConverter``, run by ``envs.datasets.prepare_dataset``), which
+also honours the file's own controller configuration (env_args.env_kwargs) or refuses it with one error naming the
+settings that differ; this module reads the demos and serves the converted cache.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from tqdm import tqdm
 from drifting_policy.data.replay_buffer import ReplayBuffer
 
 DELTA_ACTION_DIM = 7  # [dpos 3, axis-angle drot 3, gripper 1]
-CACHE_VERSION = 1  # bump when the conversion changes, so old caches are not served
+CACHE_VERSION = 2  # bump when the conversion changes, so old caches are not served (2: the file's own action limits)
 
 
 def read_env_meta(f: h5py.File, path: Path) -> dict:

@@ -1,8 +1,10 @@
 """Demo generation for Lift, Can and ToolHang in robomimic's HDF5 layout.
 
     data                 attrs: env_args (JSON: env_name, type 1 = robosuite, env_kwargs), total
-    data/demo_i          attrs: num_samples, seed
+    data/demo_i          attrs: num_samples, seed, model_file (the MuJoCo XML, as robosuite gives it),
+                                final_state (the flat state after the last action)
         obs/<key>        (T, ...) object, robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos [, <camera>_image]
+        next_obs/<key>   (T, ...) the observation after each action (robomimic's SequenceDataset loads it by default)
         actions          (T, 7)   delta actions (robomimic's convention)
         states           (T, S)   flat MuJoCo states, the state each action was taken from
         rewards, dones   (T,)
@@ -71,6 +73,7 @@ def run_expert_episode(env: RobomimicEnv, seed: int, perturb_prob: float = 0.3, 
             success_at = t
         if success_at is not None and t >= success_at + extra_steps:
             break
+    final_obs = env.raw_obs()
     return {
         "success": success_at is not None and rewards[-1] > 0,
         "seed": seed,
@@ -78,6 +81,8 @@ def run_expert_episode(env: RobomimicEnv, seed: int, perturb_prob: float = 0.3, 
         "states": np.array(states),
         "actions": np.array(actions, dtype=np.float64),
         "obs": {k: np.stack([o[k] for o in obs]) for k in obs[0]},
+        "next_obs": {k: np.stack([o[k] for o in obs[1:]] + [final_obs[k]]) for k in obs[0]},
+        "final_state": env.get_state(),
         "rewards": np.array(rewards, dtype=np.float64),
     }
 
@@ -88,7 +93,9 @@ def env_args_json(env_name: str) -> str:
     return json.dumps({"env_name": name, "type": ROBOSUITE_ENV_TYPE, "env_version": "1.5.2", "env_kwargs": kwargs})
 
 
-def write_episodes(path: Path, env_name: str, episodes: list[dict], valid_ratio: float = 0.1) -> None:
+def write_episodes(path: Path, env_name: str, episodes: list[dict], model_xml: str, valid_ratio: float = 0.1) -> None:
+    """Episodes as run_expert_episode returns them; ``model_xml``: the env's MuJoCo XML (one model for every demo:
+    the model is built once, from a fixed seed), which robomimic's playback and re-rendering scripts reset to."""
     with h5py.File(path, "w") as f:
         data = f.create_group("data")
         data.attrs["env_args"] = env_args_json(env_name)
@@ -98,8 +105,11 @@ def write_episodes(path: Path, env_name: str, episodes: list[dict], valid_ratio:
             g = data.create_group(f"demo_{i}")
             g.attrs["num_samples"] = len(ep["actions"])
             g.attrs["seed"] = ep["seed"]
+            g.attrs["model_file"] = model_xml
+            g.attrs["final_state"] = ep["final_state"]
             for k, v in ep["obs"].items():
                 g.create_dataset(f"obs/{k}", data=v)
+                g.create_dataset(f"next_obs/{k}", data=ep["next_obs"][k])
             g.create_dataset("actions", data=ep["actions"])
             g.create_dataset("states", data=ep["states"])
             g.create_dataset("rewards", data=ep["rewards"])
@@ -122,17 +132,21 @@ def add_images(path: str | Path, camera_names: list[str] | None = None, image_si
         env.reset(seed=0)
         demos = sorted(f["data"].keys(), key=lambda s: int(s.split("_")[-1]))
         for name in tqdm(demos, desc=f"render {env_name} images"):
-            states = f[f"data/{name}/states"][:]
+            if "final_state" not in f[f"data/{name}"].attrs:
+                raise KeyError(f"{path}: data/{name} has no 'final_state' attribute, needed for its last next_obs image")
+            states = np.concatenate([f[f"data/{name}/states"][:], f[f"data/{name}"].attrs["final_state"][None]])
             frames = {f"{c}_image": [] for c in env.camera_names}
             for s in states:
                 env.set_state(s)
                 for k, img in env.render_cameras().items():
                     frames[k].append(img)
             for k, v in frames.items():
-                key = f"data/{name}/obs/{k}"
-                if key in f:
-                    del f[key]
-                f.create_dataset(key, data=np.stack(v), chunks=(1, *v[0].shape), compression="gzip", compression_opts=4)
+                for group, images in (("obs", v[:-1]), ("next_obs", v[1:])):
+                    key = f"data/{name}/{group}/{k}"
+                    if key in f:
+                        del f[key]
+                    f.create_dataset(key, data=np.stack(images), chunks=(1, *v[0].shape), compression="gzip",
+                                     compression_opts=4)
         env.close()
     return time.time() - start
 
@@ -147,6 +161,7 @@ def generate(env_name: str, out_path: str | Path, n: int, seed: int = 0, render_
         raise ValueError(f"demo seeds {seed}..{seed + max_attempts} would overlap the test seeds {TEST_SEED_START}+")
     out_path = Path(out_path)
     env = RobomimicEnv(env_name, obs_type="state", abs_action=False, max_steps=TASKS[env_name]["max_steps"])
+    model_xml = env.rs_env.sim.model.get_xml()
     episodes, attempts, start = [], 0, time.time()
     with tqdm(total=n, desc=f"{env_name} expert demos") as bar:
         while len(episodes) < n and attempts < max_attempts:
@@ -164,7 +179,7 @@ def generate(env_name: str, out_path: str | Path, n: int, seed: int = 0, render_
     fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
     os.close(fd)
     try:
-        write_episodes(Path(tmp), env_name, episodes, valid_ratio)
+        write_episodes(Path(tmp), env_name, episodes, model_xml, valid_ratio)
         render_seconds = add_images(tmp, camera_names, image_size) if render_images else 0.0
         os.chmod(tmp, 0o644)  # mkstemp creates 0600
         shutil.move(tmp, out_path)
