@@ -26,7 +26,7 @@ def resolve_scale_argument(argv: list[str]) -> list[str]:
     scale = given[-1] if given else "auto"
     if scale not in SCALES:
         raise SystemExit(f"scale must be one of {SCALES}; got '{scale}'")
-    return args + [f"scale={auto_scale() if scale == 'auto' else scale}"]
+    return [f"scale={auto_scale() if scale == 'auto' else scale}"] + args  # first: hydra's flags (--cfg job) stay last
 
 
 def compose_run_config(task: str, policy: str = "drifting", scale: str = "paper", overrides: list[str] = ()):
