@@ -39,3 +39,12 @@ def compose_run_config(task: str, policy: str = "drifting", scale: str = "paper"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train_policy", overrides=[f"task={task}", f"policy={policy}",
                                                   f"scale={auto_scale() if scale == 'auto' else scale}", *overrides])
+
+
+def invoked_command(script: str) -> str:
+    """The command line that ran this hydra app (``python scripts/<script> <overrides>``), for records."""
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    return " ".join(["python", f"scripts/{script}", shlex.join(HydraConfig.get().overrides.task)]).strip()
