@@ -7,7 +7,7 @@
   abs_action True: Diffusion Policy's 10-D [world position 3, rotation-6D 6, gripper 1] of the grip site.
 
 Images are rendered by our own mujoco.Renderer with MSAA, shadows and reflections off (the expensive part of
-rendering on a CPU, REFERENCE 5); demos re-rendered from stored states use the same function, so training and
+rendering on a CPU, docs/notes/robomimic.md); demos re-rendered from stored states use the same function, so training and
 evaluation images match. mujoco.Renderer returns rows top-down, so images are the right way up.
 """
 
@@ -174,7 +174,8 @@ def reseed(rs_env, seed: int) -> None:
 
 
 class FastCameras:
-    """Offscreen renders of named cameras at (H, W) with MSAA, shadows and reflections off."""
+    """Offscreen renders of named cameras at (H, W) with MSAA, shadows and reflections off, showing what robosuite's
+    own cameras (and so robomimic's converted images) show: visual meshes, collision geoms (group 0) hidden."""
 
     def __init__(self, rs_env, height: int, width: int):
         import mujoco
@@ -186,10 +187,12 @@ class FastCameras:
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, height)
         self.renderer = mujoco.Renderer(model, height=height, width=width)
+        self.option = mujoco.MjvOption()
+        self.option.geomgroup[0] = 0  # robosuite's default (render_collision_mesh=False): collision geoms hidden
 
     def render(self, camera: str) -> np.ndarray:
         mj = self._mujoco
-        self.renderer.update_scene(self.rs_env.sim.data._data, camera=camera)
+        self.renderer.update_scene(self.rs_env.sim.data._data, camera=camera, scene_option=self.option)
         # scene flags, re-applied at every render because resets may rebuild the scene options
         self.renderer.scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = 0
         self.renderer.scene.flags[mj.mjtRndFlag.mjRND_REFLECTION] = 0

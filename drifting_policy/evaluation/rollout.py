@@ -73,15 +73,16 @@ def obs_to_torch(obs_list: list[dict[str, np.ndarray]], shape_meta: dict) -> dic
     return out
 
 
-def _write_video(frames: list, path: Path, env_name: str) -> Path | None:
-    """Write an episode's frames as mp4; a missing frame or a failed write warns (a video never ends a training run)."""
+def _write_video(frames: list, path: Path, env_name: str, fps: float = 10) -> Path | None:
+    """Write an episode's frames as mp4 at the env's control rate (``metadata["render_fps"]``: PushT 10 Hz,
+    robosuite 20 Hz); a missing frame or a failed write warns (a video never ends a training run)."""
     if not frames or any(f is None for f in frames):
         warnings.warn(f"{env_name}.render() returned no frame (construct it with render_mode='rgb_array'): "
                       f"{path.name} not written", stacklevel=2)
         return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        imageio.mimsave(path, frames, fps=10, macro_block_size=1)
+        imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
     except Exception as e:  # ENOMEM forking ffmpeg from a large process; without imageio-ffmpeg imageio picks a
         # writer that rejects fps (TypeError)
         warnings.warn(f"video {path} not written ({type(e).__name__}: {e}); mp4 needs the imageio-ffmpeg package", stacklevel=2)
@@ -181,7 +182,9 @@ def _run_episodes(policy, envs, resets, first, video_dir, bar) -> list[dict]:
         if errors[i] is not None:
             result["error"] = errors[i]
         if env.record and video_dir is not None:
-            path = _write_video(env.frames, video_dir / f"episode_{first + i:03d}.mp4", type(env.env.unwrapped).__name__)
+            unwrapped = env.env.unwrapped
+            path = _write_video(env.frames, video_dir / f"episode_{first + i:03d}.mp4", type(unwrapped).__name__,
+                                unwrapped.metadata.get("render_fps", 10))
             if path is not None:
                 result["video"] = str(path)
         results.append(result)

@@ -1,6 +1,6 @@
 """The one-step drifting policy: one network call maps noise to an action chunk.
 
-Training treats each observation like an image class (REFERENCE.md 1.3): its conditioning is repeated G times,
+Training treats each observation like an image class (docs/notes/field.md, section 3): its conditioning is repeated G times,
 G noise chunks give G generated chunks (the group, also each other's self-masked negatives), and the positives are
 its demonstrated chunk (``positives="self"``) or the demonstrated chunks of the k observations nearest to it in
 the batch, in normalised low-dim observation space (``positives="knn"``, which keeps modes that per-observation

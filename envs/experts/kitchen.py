@@ -1,6 +1,6 @@
 """Scripted Franka Kitchen expert: damped-least-squares IK on the ``end_effector`` site, one skill per subtask.
 
-Control (REFERENCE 5): each step the desired end-effector pose gives a 6-D twist, damped least squares (lambda 0.05)
+Control (docs/notes/kitchen.md): each step the desired end-effector pose gives a 6-D twist, damped least squares (lambda 0.05)
 turns it into joint velocities, joints at the MODEL's limits (joint 2 is +-1.7628, not the config's +-1.8) are
 removed from the solve, a null-space term pulls toward the start posture, and gravity feed-forward
 ``qfrc_bias / (kp * dt)`` is added because the env's position actuators sag under gravity otherwise.
