@@ -243,7 +243,7 @@ class Trainer:
                               self.cfg.task.n_action_steps, n_videos=ev.n_videos if split == "test" else 0,
                               video_dir=self.run_dir / "videos" / f"epoch_{epoch:04d}",
                               batch_size=ev.get("batch_size", 50), desc=f"eval {split} epoch {epoch}",
-                              seed=ev.get("sampling_seed", 0))
+                              seed=ev.get("sampling_seed", 0), n_workers=ev.get("n_workers", 0))
             stats = summarize(results, ev.get("n_stages"), env_mode_statistics(self.cfg.task))
             out |= {f"{split}/{k}": v for k, v in stats.items()}
         return out
