@@ -26,7 +26,9 @@ def resolve_scale_argument(argv: list[str]) -> list[str]:
     scale = given[-1] if given else "auto"
     if scale not in SCALES:
         raise SystemExit(f"scale must be one of {SCALES}; got '{scale}'")
-    return [f"scale={auto_scale() if scale == 'auto' else scale}"] + args  # first: hydra's flags (--cfg job) stay last
+    # beside the other overrides: argparse takes hydra's overrides as one run of positionals between its flags
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), 0)
+    return args[:at] + [f"scale={auto_scale() if scale == 'auto' else scale}"] + args[at:]
 
 
 def compose_run_config(task: str, policy: str = "drifting", scale: str = "paper", overrides: list[str] = ()):

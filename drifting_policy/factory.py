@@ -38,6 +38,8 @@ def env_spec(task_cfg, trusted: bool = True) -> tuple[gym.envs.registration.EnvS
     if not env_id:
         raise KeyError(f"task '{task_cfg['name']}': task.env.id is missing (a gymnasium id such as "
                        "'drifting_policy/PushT-v0')")
+    if ":" in env_id and not trusted and env_id.split(":", 1)[1] in gym.registry:
+        env_id = env_id.split(":", 1)[1]  # already registered (the user imported its module): nothing to import
     if ":" in env_id:
         if not trusted:
             raise ValueError(f"env id {env_id!r} names a module to import; a checkpoint's config may not (nothing from "

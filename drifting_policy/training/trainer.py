@@ -245,6 +245,7 @@ class Trainer:
                               batch_size=ev.get("batch_size", 50), desc=f"eval {split} epoch {epoch}",
                               seed=ev.get("sampling_seed", 0), n_workers=ev.get("n_workers", 0))
             stats = summarize(results, ev.get("n_stages"), env_mode_statistics(self.cfg.task))
+            self._videos += [r["video"] for r in results if "video" in r]
             out |= {f"{split}/{k}": v for k, v in stats.items()}
         return out
 
@@ -271,8 +272,9 @@ class Trainer:
 
     def _evaluate_epoch(self, done: int, metrics: dict, folder: Path) -> None:
         metrics["val_loss"] = self.validation_loss()
+        self._videos = []
         metrics |= self.evaluate(done)
-        self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"])
+        self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"], videos=self._videos)
         self._record_score(folder, metrics["test/mean_score"])
         print(f"epoch {done}: test mean score {metrics['test/mean_score']:.3f}, "
               f"success {metrics['test/success_rate']:.2f}")
