@@ -27,6 +27,8 @@ import pybullet_data
 from gymnasium import spaces
 from pybullet_utils import bullet_client
 
+from envs.rendering import check_render_mode
+
 WORKSPACE_LOW = np.array([0.15, -0.5])
 WORKSPACE_HIGH = np.array([0.7, 0.5])
 EFFECTOR_HEIGHT = 0.06
@@ -66,8 +68,7 @@ class BlockPushEnv(gym.Env):
 
     def __init__(self, abs_action: bool = True, max_steps: int = 350, render_mode: str | None = "rgb_array",
                  render_size: tuple[int, int] = (192, 256)):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"BlockPushEnv: render_mode must be None or 'rgb_array', got {render_mode!r}")
+        check_render_mode("BlockPushEnv", render_mode)
         self.abs_action, self.max_steps, self.render_mode = abs_action, max_steps, render_mode
         self.render_size = tuple(render_size)
         self.observation_space = spaces.Dict({"obs": spaces.Box(-5.0, 5.0, (OBS_DIM,), np.float32)})

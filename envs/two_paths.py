@@ -20,6 +20,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.rendering import check_render_mode
+
 OBSTACLE_CENTRE = np.zeros(2)
 OBSTACLE_RADIUS = 0.4
 BOUND = 1.2  # the workspace is [-BOUND, BOUND]^2
@@ -58,6 +60,7 @@ class TwoPathsEnv(gym.Env):
         render_size: int = 96,
         render_mode: str | None = "rgb_array",
     ):
+        check_render_mode("TwoPathsEnv", render_mode)
         self.max_steps, self.max_step, self.goal_radius = max_steps, max_step, goal_radius
         self.init_noise, self.render_size, self.render_mode = init_noise, render_size, render_mode
         self.observation_space = spaces.Dict(

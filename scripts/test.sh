@@ -2,5 +2,6 @@
 # Run the test suite headless on CPU (both cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export MUJOCO_GL="${MUJOCO_GL:-osmesa}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-osmesa}" WANDB_MODE=disabled
+# MuJoCo's GL backend (osmesa here, egl with a GPU) is chosen by envs/rendering.py when envs is imported
+export WANDB_MODE=disabled
 python -m pytest -q -n 2 -p no:benchmark --durations=15 "$@"

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-pytest.importorskip("envs.robomimic")  # first: it picks MUJOCO_GL (osmesa without a GPU) before robosuite sets egl
+pytest.importorskip("envs.robomimic")  # `import envs` picks MUJOCO_GL (envs/rendering.py) before robosuite sees it
 pytest.importorskip("robosuite")
 
 from gymnasium.utils.env_checker import check_env  # noqa: E402
