@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.experts.collect import collect_demos, write_zarr
+from envs.geometry import rot_z
 from envs.kitchen import COMPLETION_THRESHOLD, TASKS, KitchenEnv, task_distance
 
 N_ARM = 7
@@ -109,11 +110,6 @@ class IKController:
         return act
 
 
-def _rot_z(yaw: float) -> np.ndarray:
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0], [0, 0, 1]])
-
-
 # Articulated subtasks: the joint the expert drives (full-qpos index), the handle site and the body carrying it, where
 # to drive the joint (past the goal, inside the joint range, so the 0.3 threshold is crossed with margin), how the hand
 # meets the handle ("grasp": fingers close on it; "push": closed fingers push it) with the grasp yaw about z applied to
@@ -184,7 +180,7 @@ def articulate(ik: IKController, kin: Kinematics, task: str, rng: np.random.Gene
     data = ik.env.data
     theta0 = float(data.qpos[qadr])
     site0, rb0 = kin.handle(qadr, theta0, site, body)
-    r_grasp = _rot_z(spec["yaw"]) @ R_FRONT
+    r_grasp = rot_z(spec["yaw"]) @ R_FRONT
     offset = np.asarray(spec.get("offset", (0.0, 0.0, 0.0))) + rng.uniform(-jitter, jitter, 3)
     grip = CLOSED if spec["mode"] == "push" else OPEN
     approach = r_grasp[:, 2]

@@ -22,6 +22,7 @@ from shapely.ops import nearest_points, unary_union
 from tqdm import tqdm
 
 from envs.experts.collect import collect_demos, write_zarr
+from envs.geometry import planar_transform
 from envs.pusht import SUBSTEPS, PushTEnv
 
 AGENT_RADIUS = 15.0
@@ -54,13 +55,7 @@ def _outline_contacts(spacing: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
 CONTACTS, NORMALS = _outline_contacts()
 
 
-def _transform(points: np.ndarray, pose) -> np.ndarray:
-    x, y, angle = pose
-    c, s = math.cos(angle), math.sin(angle)
-    return points @ np.array([[c, s], [-s, c]]) + np.array([x, y])
-
-
-GOAL_OUTLINE = _transform(T_OUTLINE, GOAL_POSE)
+GOAL_OUTLINE = planar_transform(T_OUTLINE, GOAL_POSE)
 
 
 _CORNERS = [tuple(p) for p in T_OUTLINE]
@@ -125,7 +120,7 @@ class Obstacle:
     """The T inflated by the agent radius plus a margin, and shortest paths around it (visibility graph)."""
 
     def __init__(self, block_pose, margin: float = MARGIN):
-        t = unary_union([Polygon(_transform(np.array(r, float), block_pose)) for r in T_RECTS])
+        t = unary_union([Polygon(planar_transform(np.array(r, float), block_pose)) for r in T_RECTS])
         self.body = t
         self.keep_out = t.buffer(AGENT_RADIUS + margin, join_style="mitre")
         self.prepared = shapely.prepared.prep(self.keep_out)
@@ -214,7 +209,7 @@ class PushTExpert:
         body = Obstacle(block_pose).body
         c, s = math.cos(block_pose[2]), math.sin(block_pose[2])
         rot = np.array([[c, s], [-s, c]])
-        points = _transform(CONTACTS, block_pose)
+        points = planar_transform(CONTACTS, block_pose)
         normals = NORMALS @ rot
         chosen = self.rng.random(len(points)) < self.contact_fraction
         options = []
