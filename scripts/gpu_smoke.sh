@@ -13,7 +13,7 @@ OUT=${OUT:-outputs/gpu_smoke}
 WORK=${WORK:-/tmp/gpu_smoke}
 FMNIST=${FMNIST:-/usr/share/datasets/fashion-mnist}
 mkdir -p "$OUT" "$WORK"
-export PYTHONUNBUFFERED=1 MUJOCO_GL=egl PYTHONPATH=$PWD:${PYTHONPATH:-}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-}
 if [ -d .whl ]; then   # a machine without internet: dependencies carried as wheels
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=$PYTHONPATH:/tmp/site || exit 1

@@ -6,7 +6,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import envs  # noqa: F401  (orders triton before Mesa's OSMesa before any test module imports a simulator)
+import envs  # noqa: F401  (picks MuJoCo's GL backend and loads triton before any test imports a simulator)
 from drifting_policy.data.replay_buffer import ReplayBuffer
 
 CONFIG_DIR = str((__import__("pathlib").Path(__file__).parents[1] / "configs").resolve())

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-pytest.importorskip("envs.robomimic")  # first: it picks MUJOCO_GL (osmesa without a GPU) before robosuite sets egl
+pytest.importorskip("envs.robomimic")  # `import envs` picks MUJOCO_GL (envs/rendering.py) before robosuite sees it
 pytest.importorskip("robosuite")
 
 from gymnasium.utils.env_checker import check_env  # noqa: E402
@@ -182,9 +182,12 @@ def test_action_dim_that_disagrees_with_the_task_is_rejected(lift_file, tmp_path
         write_abs_action_cache(path, STATE_KEYS)
 
 
-def test_demo_seeds_never_reach_the_test_seeds(tmp_path):
-    with pytest.raises(ValueError, match="overlap the test seeds"):
-        generate_lift(tmp_path / "x.hdf5", 10, seed=99_990)
+def test_demo_seeds_skip_the_test_seeds(tmp_path):
+    path = tmp_path / "x.hdf5"
+    stats = generate_lift(path, 2, seed=99_999, perturb_prob=0.0)
+    assert stats["episode_seeds"] == [99_999, 100_050]
+    with h5py.File(path, "r") as f:
+        assert [int(f[f"data/demo_{i}"].attrs["seed"]) for i in range(2)] == [99_999, 100_050]
 
 
 def test_rot6d_round_trip_and_gram_schmidt():
