@@ -71,8 +71,11 @@ def train_image(cfg) -> None:
         print(f"latents cached in {out}")
     else:
         from drifting_policy.image.train import train
+        from drifting_policy.utils.distributed import world
 
-        print(f"run folder {train(cfg)}")
+        run = train(cfg)
+        if world()[0] == 0:
+            print(f"run folder {run}")
 
 
 def train_image_encoder(cfg) -> None:
