@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from drifting_policy.policies import policy_class
 from drifting_policy.policies.base import Policy
-from drifting_policy.utils.checkpoint import find_last, is_complete, read_config
+from drifting_policy.utils.checkpoint import checkpoint_folder, read_config
 
 
 def _plain(node) -> dict:
@@ -76,19 +76,6 @@ def env_mode_statistics(task_cfg, trusted: bool = True):
     the class the registry names, never from a config."""
     creator = gym.envs.registration.load_env_creator(env_spec(task_cfg, trusted)[0].entry_point)
     return getattr(creator, "mode_statistics", None)
-
-
-def checkpoint_folder(path: str | Path) -> Path:
-    """A checkpoint folder, a ``checkpoints/`` folder or a run folder -> the checkpoint folder it means."""
-    path = Path(path)
-    if is_complete(path):
-        return path.resolve()
-    for root in (path, path / "checkpoints"):
-        found = find_last(root) if root.is_dir() else None
-        if found is not None:
-            return found
-    raise FileNotFoundError(f"no checkpoint at {path}: expected a checkpoint folder (config.yaml, ema.safetensors, "
-                            "training_state/) or a run folder with checkpoints/last")
 
 
 def load_policy(checkpoint: str | Path, task: str | None = None, device: str = "cpu", weights: str = "ema"):

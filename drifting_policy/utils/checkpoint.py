@@ -164,6 +164,24 @@ def find_last(root: str | Path) -> Path | None:
     return best.resolve()
 
 
+def checkpoint_folder(path: str | Path) -> Path:
+    """A checkpoint folder, a ``checkpoints/`` folder or a run folder -> the checkpoint folder it means."""
+    path = Path(path)
+    if is_complete(path):
+        return path.resolve()
+    for root in (path, path / "checkpoints"):
+        found = find_last(root) if root.is_dir() else None
+        if found is not None:
+            return found
+    raise FileNotFoundError(f"no checkpoint at {path}: expected a checkpoint folder (config.yaml, ema.safetensors, "
+                            "training_state/) or a run folder with checkpoints/last")
+
+
+def read_rank_tensors(folder: str | Path, rank: int) -> dict[str, torch.Tensor]:
+    """The ``rank_tensors`` process ``rank`` gave ``save_folder``."""
+    return read_tensors(Path(folder) / STATE / f"rank{rank}.safetensors")
+
+
 def read_state(folder: str | Path) -> dict:
     return read_json(Path(folder) / STATE / "state.json")
 
