@@ -94,6 +94,9 @@ def test_resume_refuses_another_world_size_and_a_fresh_run_over_an_old_one(tmp_p
         train(digits_cfg(tmp_path))
     with pytest.raises(FileExistsError, match="train.resume=false"):
         train(digits_cfg(tmp_path, train={"resume": False}))
+    update_state(run / "checkpoints" / "step_00000002", world_size=1)
+    with pytest.raises(ValueError, match=r"in what it trains: \['optim.lr: "):
+        train(digits_cfg(tmp_path, optim={"lr": 1e-2}))
 
 
 def test_sampling_loads_the_ema_weights_of_the_newest_checkpoint(tmp_path):

@@ -187,6 +187,12 @@ def load_checkpoint(folder: Path, model, ema: EMA, opt, queues: tuple) -> int:
     return int(state["step"])
 
 
+# config keys a resumed image run may change: they do not alter what is trained (the lr is constant after warmup,
+# so train.steps only says where to stop)
+IMAGE_RESUMABLE_CHANGES = ("train.steps", "train.resume", "train.log_every", "train.ckpt_every", "eval", "sample", "threads", "device",
+                           "dry_run")
+
+
 def find_resume_point(cfg, run: Path) -> Path | None:
     """The checkpoint to continue from (train.resume, the default), or None for a fresh run; refuses to train over
     an existing run with train.resume=false, and explains a run folder of the retired ``ckpt/`` format."""
@@ -225,6 +231,7 @@ def train(cfg) -> Path:
     last = find_resume_point(cfg, run)
     start = 0
     if last is not None:
+        ckpt.check_resumable(last, OmegaConf.to_container(cfg, resolve=True), IMAGE_RESUMABLE_CHANGES)
         start = load_checkpoint(last, model, ema, opt, queues)
     else:
         need = max(cfg.drift.n_pos, cfg.drift.n_gen if cfg.method == "flow_matching" else 0)
