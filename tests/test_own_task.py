@@ -122,18 +122,13 @@ def test_a_task_of_your_own_trains_and_evaluates_without_editing_the_package(tmp
 
 
 def test_wandb_offline_logs_the_run_and_its_rollout_videos(tmp_path, monkeypatch):
-    from conftest import make_lowdim_store
+    from conftest import pusht_like_config
 
     from drifting_policy.training.trainer import Trainer
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    store = make_lowdim_store(tmp_path / "pusht_like.zarr", obs_dim=20)
-    cfg = compose_config(["task=pusht_state", "scale=paper", f"run_dir={tmp_path / 'run'}", "logging.wandb=offline"])
-    cfg.task.dataset.update({"path": str(store), "obs_from_store": {"obs": ["obs"]}, "init_state_key": None})
-    cfg.task.env.max_steps = 16
-    cfg.task.eval.update({"n_test": 2, "n_train": 0, "n_videos": 1, "every_epochs": 1})
-    cfg.policy.down_dims = [16, 32]
-    cfg.training.update({"num_epochs": 1, "batch_size": 32, "warmup_steps": 1})
+    cfg = pusht_like_config(tmp_path, **{"logging.wandb": "offline", "task.env.max_steps": 16, "task.eval.n_test": 2,
+                                         "task.eval.n_train": 0, "task.eval.n_videos": 1})
     Trainer(cfg).run()
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1

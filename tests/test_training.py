@@ -139,18 +139,9 @@ def test_checkpoint_weights_that_do_not_fit_the_model_name_the_file(tiny_cfg, tm
 
 def test_a_checkpoint_evaluates_from_eval_policy_script(tmp_path):
     """Train one epoch on a PushT-shaped synthetic store, then roll the checkpoint out in the real PushT env."""
-    import numpy as np
-    from conftest import make_lowdim_store
+    from conftest import pusht_like_config
 
-    store = make_lowdim_store(tmp_path / "pusht_like.zarr", obs_dim=20)
-    cfg = compose_config(["task=pusht_state", "scale=paper", f"run_dir={tmp_path / 'run'}"])
-    cfg.task.dataset.path = str(store)
-    cfg.task.dataset.obs_from_store = {"obs": ["obs"]}
-    cfg.task.dataset.init_state_key = None
-    cfg.task.env.max_steps = 24
-    cfg.task.eval.n_test = 0
-    cfg.policy.down_dims = [16, 32]
-    cfg.training.update({"num_epochs": 1, "batch_size": 32, "warmup_steps": 1})
+    cfg = pusht_like_config(tmp_path)
     Trainer(cfg).run()
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "scripts/eval_policy.py", f"checkpoint={cfg.run_dir}", "n_episodes=2",
@@ -227,19 +218,12 @@ def test_a_crash_during_evaluation_keeps_the_training_and_the_resumed_run_evalua
 def test_evaluation_is_deterministic_given_seeds_and_matches_the_trainers_own(tmp_path):
     """The same checkpoint on the same test seeds gives identical episodes every time, whatever torch's global RNG
     holds, and equals the trainer's evaluation of that epoch; another sampling seed changes the episodes."""
-    from conftest import make_lowdim_store
+    from conftest import pusht_like_config
 
     from drifting_policy.evaluation.evaluate import evaluate_checkpoint
 
-    store = make_lowdim_store(tmp_path / "pusht_like.zarr", obs_dim=20)
-    cfg = compose_config(["task=pusht_state", "scale=paper", f"run_dir={tmp_path / 'run'}"])
-    cfg.task.dataset.path = str(store)
-    cfg.task.dataset.obs_from_store = {"obs": ["obs"]}
-    cfg.task.dataset.init_state_key = None
-    cfg.task.env.max_steps = 24
-    cfg.task.eval.update({"n_test": 3, "n_videos": 0, "every_epochs": 1})
-    cfg.policy.update({"down_dims": [16, 32], "noise_skip": 1.0})  # wide samples: the noise visibly moves the agent
-    cfg.training.update({"num_epochs": 1, "batch_size": 32, "warmup_steps": 1})
+    # wide samples (noise_skip): the sampling noise visibly moves the agent
+    cfg = pusht_like_config(tmp_path, **{"task.eval.n_test": 3, "policy.noise_skip": 1.0})
     Trainer(cfg).run()
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     ckpt = tmp_path / "run" / "checkpoints" / "epoch_0001"
