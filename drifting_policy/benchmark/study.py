@@ -33,6 +33,11 @@ CANDIDATES = {
     "g8_skip": ("drifting", ["policy.n_samples=8", *SKIP]),
     "g4_skip": ("drifting", ["policy.n_samples=4", *SKIP]),
     "g4_skip_knn": ("drifting", ["policy.n_samples=4", *SKIP, *KNN]),
+    # IDP-like: the neighbours' demos weighted by observation similarity (a Gaussian kernel)
+    "g4_skip_knn_gauss": ("drifting", ["policy.n_samples=4", *SKIP, *KNN, "policy.knn_weighting=gaussian"]),
+    # a wider U-Net (4x the parameters of the cpu scale's [32, 64, 128]): does the one-step generator lack capacity?
+    "g4_wide": ("drifting", ["policy.n_samples=4", "policy.down_dims=[64,128,256]"]),
+    "ddpm_wide": ("diffusion", ["policy.down_dims=[64,128,256]"]),
     "g4_skip_lr1e-3": ("drifting", ["policy.n_samples=4", *SKIP, "training.lr=1.0e-3"]),
     "g2_skip": ("drifting", ["policy.n_samples=2", *SKIP]),
 }
@@ -115,8 +120,11 @@ def work(queue: Path, out: Path, run_root: Path, threads: int = 1) -> int:
 
 
 def _cpu_minutes(run: dict) -> list[float]:
-    """Cumulative training CPU minutes at each evaluation record (from the run folder's log)."""
-    log = Path(run["run_dir"]) / "metrics.jsonl"
+    """Cumulative training CPU minutes at each evaluation record, from the run's training log: the committed copy
+    beside its run file (``<run file>.metrics.jsonl``), else the run folder's."""
+    log = Path(run["_file"]).with_suffix(".metrics.jsonl")
+    if not log.exists():
+        log = Path(run["run_dir"]) / "metrics.jsonl"
     if not log.exists():
         return [float("nan")] * len(eval_records(run["records"]))
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
