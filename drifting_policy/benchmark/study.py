@@ -28,6 +28,7 @@ KNN = ["policy.positives=knn", "policy.knn_k=8", "training.neighbour_batches=8"]
 # name -> (policy, overrides on top of the task's scale=cpu config)
 CANDIDATES = {
     "ddpm": ("diffusion", []),
+    "bc": ("bc", []),  # deterministic regression with the same backbone: what a head without sampling reaches
     "g8": ("drifting", ["policy.n_samples=8"]),
     "g4": ("drifting", ["policy.n_samples=4"]),
     "g8_skip": ("drifting", ["policy.n_samples=8", *SKIP]),
@@ -92,7 +93,8 @@ def run_dir_of(out: Path, candidate: str) -> Path:
 
 
 def job_done(out: Path, task: str, candidate: str, seed: int) -> bool:
-    variant = "ddpm100" if CANDIDATES[candidate][0] == "diffusion" else "drifting"
+    policy = CANDIDATES[candidate][0]
+    variant = "ddpm100" if policy == "diffusion" else policy
     return any(run_dir_of(out, candidate).glob(f"{task}__cpu__{variant}__seed{seed}*.json"))
 
 
@@ -139,7 +141,7 @@ def collect(out: Path, task: str, k: int) -> dict[str, dict]:
     """{candidate: {"runs", "max", "last_k", "final", "cpu_min", "curves"}} for the run files of ``task``."""
     table = {}
     for folder in sorted(p for p in Path(out).iterdir() if p.is_dir() and p.name in CANDIDATES):
-        runs = [r for r in load_runs(folder) if r["task"] == task and r["variant"] in ("drifting", "ddpm100")]
+        runs = [r for r in load_runs(folder) if r["task"] == task and r["variant"] in ("drifting", "ddpm100", "bc")]
         if not runs:
             continue
         runs.sort(key=lambda r: r["seed"])
