@@ -39,6 +39,9 @@ CANDIDATES = {
     # a wider U-Net (4x the parameters of the cpu scale's [32, 64, 128]): does the one-step generator lack capacity?
     "g4_wide": ("drifting", ["policy.n_samples=4", "policy.down_dims=[64,128,256]"]),
     "ddpm_wide": ("diffusion", ["policy.down_dims=[64,128,256]"]),
+    # observation-noise augmentation for both heads (drifting peaks early and then overfits 90 demos, as BC does)
+    "g4_obsnoise": ("drifting", ["policy.n_samples=4", "policy.obs_noise=0.02"]),
+    "ddpm_obsnoise": ("diffusion", ["policy.obs_noise=0.02"]),
     "g4_skip_lr1e-3": ("drifting", ["policy.n_samples=4", *SKIP, "training.lr=1.0e-3"]),
     "g2_skip": ("drifting", ["policy.n_samples=2", *SKIP]),
 }

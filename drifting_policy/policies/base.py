@@ -22,12 +22,16 @@ class Policy(nn.Module):
 
     def __init__(self, shape_meta: dict, n_obs_steps: int, n_action_steps: int, horizon: int,
                  down_dims=(256, 512, 1024), kernel_size: int = 5, n_groups: int = 8, step_embed_dim: int = 128,
-                 state_mlp_dims=None, image_feature_dim: int = 64, crop_shape=None, camera_trunk: str = "resnet18",
+                 state_mlp_dims=None, image_feature_dim: int = 64, crop_shape=None, obs_noise: float = 0.0,
+                 camera_trunk: str = "resnet18",
                  camera_width: int = 32, camera_resize=None):
         super().__init__()
         if n_obs_steps - 1 + n_action_steps > horizon:
             raise ValueError(f"n_obs_steps - 1 + n_action_steps = {n_obs_steps - 1 + n_action_steps} exceeds horizon {horizon}")
         self.shape_meta = shape_meta
+        if not obs_noise >= 0:
+            raise ValueError(f"policy.obs_noise must be >= 0 (a std in normalised units); got {obs_noise}")
+        self.obs_noise = float(obs_noise)
         self.n_obs_steps, self.n_action_steps, self.horizon = n_obs_steps, n_action_steps, horizon
         self.action_dim = int(shape_meta["action"]["shape"][0])
         self.normalizer = Normalizer(shape_meta)
@@ -47,8 +51,12 @@ class Policy(nn.Module):
         return next(self.parameters()).device
 
     def encode_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """{key: (B, To, ...)} raw -> (B, To * F) conditioning. Extra keys and extra history frames are ignored."""
+        """{key: (B, To, ...)} raw -> (B, To * F) conditioning. Extra keys and extra history frames are ignored. In
+        training, ``obs_noise`` > 0 adds Gaussian noise of that std to the normalised low-dim observations."""
         nobs = self.normalizer.normalize_obs({k: v[:, : self.n_obs_steps] for k, v in obs.items()})
+        if self.training and self.obs_noise > 0:  # augmentation: nearby observations, the same demonstrated chunk
+            nobs = {k: v + self.obs_noise * torch.randn_like(v) if k in self.obs_encoder.low_dim_keys else v
+                    for k, v in nobs.items()}
         batch = next(iter(nobs.values())).shape[0]
         feats = self.obs_encoder({k: v.flatten(0, 1) for k, v in nobs.items()})
         return rearrange(feats, "(b t) f -> b (t f)", b=batch)
