@@ -197,3 +197,19 @@ def test_a_resave_of_the_folder_last_names_killed_between_its_renames_is_recover
     assert ckpt.find_last(tmp_path) == (tmp_path / "epoch_0001").resolve()
     assert load_file(tmp_path / "last" / "model.safetensors")["w"].tolist() == [1.0] * 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0001", "last"]
+
+
+def test_a_log_line_cut_by_a_kill_is_dropped_and_a_damaged_middle_line_is_named(tmp_path):
+    from drifting_policy.training.logger import RunLogger
+
+    logger = RunLogger(tmp_path, {})
+    for step in (6, 12):
+        logger.log({"epoch": step // 6}, step=step)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 18, "epo')  # appends are not atomic: a kill can leave part of a line
+    with pytest.warns(UserWarning, match="dropping its last line, cut short"):
+        logger.truncate_after(12)
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [6, 12]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 6}\nnot json\n{"step": 12}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl: line 2 is not a log record"):
+        logger.truncate_after(12)
