@@ -152,7 +152,10 @@ def kill_campaign(tmp):
         if outcome_of(tmp / f"kill{n}") != expected:
             bad.append(n)
         shutil.rmtree(tmp / f"kill{n}")
-    return f"{n - 1 - len(bad)}/{n - 1} kill points resumed bit-identically" + (f"; failed at {bad}" if bad else "")
+    summary = f"{n - 1 - len(bad)}/{n - 1} kill points resumed bit-identically"
+    if bad:
+        raise AssertionError(f"{summary}; not at {bad}")
+    return summary
 
 
 def cases(tmp):
@@ -285,7 +288,9 @@ def main():
         failures += not ok
         outcome = " ".join(outcome.replace(str(tmp), "$TMP").split())
         at = min([outcome.find(n) for n in needles or [] if n in outcome] or [0])  # show the part that matters
-        outcome = outcome if len(outcome) <= 200 else f"{outcome[:40]} … {outcome[max(40, at - 50):][:160]} …"
+        start = at - 50 if at > 150 else 0
+        cut = (f"{outcome[:30]} … " if start else "") + outcome[start:start + 190]
+        outcome = cut + (" …" if start + 190 < len(outcome) else "")
         rows.append((name, expected, outcome, "OK" if ok else "FAIL"))
     print("| case | expected | outcome | result |\n|---|---|---|---|")
     for name, expected, outcome, result in rows:
