@@ -26,7 +26,9 @@ def resolve_scale_argument(argv: list[str]) -> list[str]:
     scale = given[-1] if given else "auto"
     if scale not in SCALES:
         raise SystemExit(f"scale must be one of {SCALES}; got '{scale}'")
-    return args + [f"scale={auto_scale() if scale == 'auto' else scale}"]
+    # beside the other overrides: argparse takes hydra's overrides as one run of positionals between its flags
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), 0)
+    return args[:at] + [f"scale={auto_scale() if scale == 'auto' else scale}"] + args[at:]
 
 
 def compose_run_config(task: str, policy: str = "drifting", scale: str = "paper", overrides: list[str] = ()):
@@ -39,3 +41,12 @@ def compose_run_config(task: str, policy: str = "drifting", scale: str = "paper"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train_policy", overrides=[f"task={task}", f"policy={policy}",
                                                   f"scale={auto_scale() if scale == 'auto' else scale}", *overrides])
+
+
+def invoked_command(script: str) -> str:
+    """The command line that ran this hydra app (``python scripts/<script> <overrides>``), for records."""
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    return " ".join(["python", f"scripts/{script}", shlex.join(HydraConfig.get().overrides.task)]).strip()

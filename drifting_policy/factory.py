@@ -10,6 +10,7 @@ a checkpoint may not, so that loading a checkpoint never imports code it names.
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from drifting_policy.policies import policy_class
 from drifting_policy.policies.base import Policy
-from drifting_policy.utils.checkpoint import find_last, is_complete, read_config
+from drifting_policy.utils.checkpoint import checkpoint_folder, read_config
 
 
 def _plain(node) -> dict:
@@ -31,48 +32,51 @@ def build_policy(cfg) -> Policy:
     return policy_class(cfg["policy"]["name"]).from_config(cfg)
 
 
-def make_env(task_cfg, trusted: bool = True) -> gym.Env:
-    """The task's environment from the gymnasium registry, with ``task.env.kwargs`` and ``max_steps``."""
+def env_spec(task_cfg, trusted: bool = True) -> tuple[gym.envs.registration.EnvSpec, dict]:
+    """The registered spec of ``task.env.id`` and the constructor kwargs (``task.env.kwargs`` + ``max_steps``)."""
     env = _plain(task_cfg["env"])
     env_id = env.get("id")
     if not env_id:
         raise KeyError(f"task '{task_cfg['name']}': task.env.id is missing (a gymnasium id such as "
                        "'drifting_policy/PushT-v0')")
-    if ":" in env_id and not trusted:
-        raise ValueError(f"env id {env_id!r} names a module to import; a checkpoint's config may not (nothing from a "
-                         "checkpoint is executed). Import the package that registers the env yourself and use its id")
+    if ":" in env_id and not trusted and env_id.split(":", 1)[1] in gym.registry:
+        env_id = env_id.split(":", 1)[1]  # already registered (the user imported its module): nothing to import
+    if ":" in env_id:
+        if not trusted:
+            raise ValueError(f"env id {env_id!r} names a module to import; a checkpoint's config may not (nothing from "
+                             "a checkpoint is executed). Import the package that registers the env yourself "
+                             "(eval_policy.py env_module=...) and use its id")
+        module, env_id = env_id.split(":", 1)
+        importlib.import_module(module)  # gymnasium's own "module:Env-v0" convention, from a trusted config
     try:
-        return gym.make(env_id, disable_env_checker=True, max_steps=env["max_steps"], **env.get("kwargs", {}))
+        spec = gym.spec(env_id)
     except gym.error.Error as e:
         raise gym.error.Error(f"{e}. Environments are found through gymnasium's registry: `import envs` registers "
                               "this package's tasks, your own package registers yours (or name it as "
                               "'module:Env-v0' in your task config)") from e
+    return spec, {"max_steps": env["max_steps"], **env.get("kwargs", {})}
+
+
+def _make_from_spec(spec, kwargs: dict) -> gym.Env:
+    # the spec carries its entry point, so a fresh (spawned) worker process needs no registration
+    return gym.make(spec, disable_env_checker=True, **kwargs)
+
+
+def make_env(task_cfg, trusted: bool = True) -> gym.Env:
+    """The task's environment from the gymnasium registry, with ``task.env.kwargs`` and ``max_steps``."""
+    return _make_from_spec(*env_spec(task_cfg, trusted))
 
 
 def env_factory(task_cfg, trusted: bool = True):
-    """A zero-argument constructor of the task's environment."""
-    return functools.partial(make_env, task_cfg, trusted)
+    """A zero-argument, picklable constructor of the task's environment (for worker processes too)."""
+    return functools.partial(_make_from_spec, *env_spec(task_cfg, trusted))
 
 
-def env_mode_statistics(task_cfg):
+def env_mode_statistics(task_cfg, trusted: bool = True):
     """The registered env class's ``mode_statistics(final_infos) -> dict`` (multimodal tasks), or None. Taken from
     the class the registry names, never from a config."""
-    env_id = str(task_cfg["env"]["id"]).split(":")[-1]
-    creator = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    creator = gym.envs.registration.load_env_creator(env_spec(task_cfg, trusted)[0].entry_point)
     return getattr(creator, "mode_statistics", None)
-
-
-def checkpoint_folder(path: str | Path) -> Path:
-    """A checkpoint folder, a ``checkpoints/`` folder or a run folder -> the checkpoint folder it means."""
-    path = Path(path)
-    if is_complete(path):
-        return path.resolve()
-    for root in (path, path / "checkpoints"):
-        found = find_last(root) if root.is_dir() else None
-        if found is not None:
-            return found
-    raise FileNotFoundError(f"no checkpoint at {path}: expected a checkpoint folder (config.yaml, ema.safetensors, "
-                            "training_state/) or a run folder with checkpoints/last")
 
 
 def load_policy(checkpoint: str | Path, task: str | None = None, device: str = "cpu", weights: str = "ema"):

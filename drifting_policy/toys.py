@@ -9,7 +9,6 @@ turn slowly with ``o``; each demo has ONE action, so multimodality can only be l
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -21,6 +20,7 @@ from drifting_policy.policies.drifting import (  # noqa: F401  (the policy's, re
     knn_with_distances,
     neighbour_weights,
 )
+from drifting_policy.utils.ema import EMA
 
 # ---------------------------------------------------------------------------------------------- 2-D mixtures
 RING_RADIUS, RING_STD, RING_FAR = 2.0, 0.1, 0.5  # "far" = more than 5 std from every centre
@@ -115,13 +115,13 @@ def train_generator_2d(
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     # Cosine decay lets the last steps settle the modes' widths instead of jittering around them.
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
-    ema = EMA(net, ema_decay)
+    ema = EMA(net, ema_decay, "constant")  # the toys' MLPs keep no buffers: the parameters are all their state
     probe = torch.randn(n_snapshot, 2, generator=gen)
     snapshots = []
     for step in range(steps + 1):
         if snapshot_every and step % snapshot_every == 0 or step == steps:
             with torch.no_grad():
-                snapshots.append((step, ema.net(probe)))
+                snapshots.append((step, ema.sync()(probe)))
         if step == steps:
             break
         x = net(torch.randn(n_groups * n_gen, 2, generator=gen)).view(n_groups, n_gen, 2)
@@ -132,7 +132,7 @@ def train_generator_2d(
         opt.step()
         sched.step()
         ema.update(net)
-    return ema.net, snapshots
+    return ema.sync(), snapshots
 
 
 # ------------------------------------------------------------------------------- conditional multimodal toy
@@ -225,18 +225,6 @@ def multimodal_metrics(task: str, o: torch.Tensor, samples: torch.Tensor, gen: t
     }
 
 
-class EMA:
-    """Exponential moving average of a module's weights (the evaluated copy)."""
-
-    def __init__(self, net: nn.Module, decay: float = 0.999):
-        self.net, self.decay = copy.deepcopy(net).requires_grad_(False), decay
-
-    @torch.no_grad()
-    def update(self, net: nn.Module) -> None:
-        for e, p in zip(self.net.parameters(), net.parameters()):
-            e.lerp_(p, 1 - self.decay)
-
-
 # ------------------------------------------------------------------ methods on the conditional toy (issue 9)
 DDPM_STEPS = 100
 
@@ -281,7 +269,7 @@ def train_conditional(
     act = sample_actions(task, obs, gen)
     in_dim = {"mse": 1, "ddpm": 4, "drift": 3}[method]
     net = mlp(in_dim, 2, hidden, n_layers=3)
-    ema = EMA(net, ema_decay)
+    ema = EMA(net, ema_decay, "constant")
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     alpha_bar = _cosine_alpha_bar()
     def skip_at(step: int) -> float:
@@ -310,7 +298,7 @@ def train_conditional(
         ema.update(net)
         if progress is not None:
             progress.update(1)
-    model = ema.net
+    model = ema.sync()
 
     @torch.no_grad()
     def sample(o: torch.Tensor, m: int, noise_gen: torch.Generator | None = None) -> torch.Tensor:

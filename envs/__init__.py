@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import importlib
 
-import gymnasium as gym
+from envs.rendering import choose_gl_backend
 
-try:
-    # Load triton's LLVM before any simulator pulls in Mesa's OSMesa (llvmpipe, its own LLVM): in the other order,
-    # importing torchvision (-> torch._dynamo -> triton) segfaults the process (measured with MUJOCO_GL=osmesa).
-    import triton  # noqa: F401
-except ImportError:  # CPU-only torch builds ship no triton, and then there is nothing to clash with
-    pass
+# Before any simulator import (MuJoCo and PyOpenGL read their backend once, when first imported), and before triton
+# meets Mesa's OSMesa: envs/rendering.py holds both choices and why.
+choose_gl_backend()
+
+import gymnasium as gym  # noqa: E402
 
 NAMESPACE = "drifting_policy"
 # gymnasium id (without the namespace) -> (entry point, fixed constructor kwargs)

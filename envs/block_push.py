@@ -27,6 +27,8 @@ import pybullet_data
 from gymnasium import spaces
 from pybullet_utils import bullet_client
 
+from envs.rendering import check_render_mode
+
 WORKSPACE_LOW = np.array([0.15, -0.5])
 WORKSPACE_HIGH = np.array([0.7, 0.5])
 EFFECTOR_HEIGHT = 0.06
@@ -56,18 +58,34 @@ def _yaw(quat) -> float:
     return pybullet.getEulerFromQuaternion(quat)[2] % math.pi
 
 
+def mode_statistics(modes: list[dict]) -> dict:
+    """Mode split over episodes, each a dict with first_block, block0_target, block1_target (episode_modes' output,
+    or a rollout's final info): the fraction pushing each block first and each block -> target assignment
+    ("b0t0_b1t1": block i in target i; "b0t1_b1t0": crossed; "other": not both blocks in distinct targets)."""
+    if not modes:
+        raise ValueError("mode_statistics: no episodes")
+    n = len(modes)
+    frac = lambda pred: sum(bool(pred(m)) for m in modes) / n
+    assignment = lambda m: (m["block0_target"], m["block1_target"])
+    return {
+        "first_block0": frac(lambda m: m["first_block"] == 0),
+        "first_block1": frac(lambda m: m["first_block"] == 1),
+        "first_none": frac(lambda m: m["first_block"] == -1),
+        "b0t0_b1t1": frac(lambda m: assignment(m) == (0, 1)),
+        "b0t1_b1t0": frac(lambda m: assignment(m) == (1, 0)),
+        "other": frac(lambda m: assignment(m) not in ((0, 1), (1, 0))),
+    }
+
+
 class BlockPushEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
-    @staticmethod
-    def mode_statistics(results: list[dict]) -> dict:
-        """The mode split of a set of rollouts from their final infos (module-level ``mode_statistics``)."""
-        return mode_statistics(results)
+    # the env contract's hook for evaluation (envs/README.md): the module-level function
+    mode_statistics = staticmethod(mode_statistics)
 
     def __init__(self, abs_action: bool = True, max_steps: int = 350, render_mode: str | None = "rgb_array",
                  render_size: tuple[int, int] = (192, 256)):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"BlockPushEnv: render_mode must be None or 'rgb_array', got {render_mode!r}")
+        check_render_mode("BlockPushEnv", render_mode)
         self.abs_action, self.max_steps, self.render_mode = abs_action, max_steps, render_mode
         self.render_size = tuple(render_size)
         self.observation_space = spaces.Dict({"obs": spaces.Box(-5.0, 5.0, (OBS_DIM,), np.float32)})
@@ -315,22 +333,3 @@ def episode_modes(obs: np.ndarray) -> dict:
     first_block = int(np.argmax(inside[steps[0]])) if len(steps) else -1
     t0, t1 = block_targets(obs[-1])
     return {"first_block": first_block, "block0_target": t0, "block1_target": t1}
-
-
-def mode_statistics(modes: list[dict]) -> dict:
-    """Mode split over episodes, each a dict with first_block, block0_target, block1_target (episode_modes' output,
-    or a rollout's final info): the fraction pushing each block first and each block -> target assignment
-    ("b0t0_b1t1": block i in target i; "b0t1_b1t0": crossed; "other": not both blocks in distinct targets)."""
-    if not modes:
-        raise ValueError("mode_statistics: no episodes")
-    n = len(modes)
-    frac = lambda pred: sum(bool(pred(m)) for m in modes) / n
-    assignment = lambda m: (m["block0_target"], m["block1_target"])
-    return {
-        "first_block0": frac(lambda m: m["first_block"] == 0),
-        "first_block1": frac(lambda m: m["first_block"] == 1),
-        "first_none": frac(lambda m: m["first_block"] == -1),
-        "b0t0_b1t1": frac(lambda m: assignment(m) == (0, 1)),
-        "b0t1_b1t0": frac(lambda m: assignment(m) == (1, 0)),
-        "other": frac(lambda m: assignment(m) not in ((0, 1), (1, 0))),
-    }

@@ -14,15 +14,12 @@ Like the original, the controller integrates from the NOISY last observation (th
 
 from __future__ import annotations
 
-import os
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
 
-os.environ.setdefault("MUJOCO_GL", "osmesa")  # headless CPU rendering; set MUJOCO_GL=egl on a GPU machine
-os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-
-import gymnasium as gym  # noqa: E402
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-from gymnasium import spaces  # noqa: E402
+from envs.rendering import FastRenderer, check_render_mode
 
 TASKS = ("microwave", "kettle", "bottom burner", "top burner", "light switch", "slide cabinet", "hinge cabinet")
 # subtask -> indices into the FULL qpos (robot 0-8, objects 9-29) and its goal (D4RL's OBS_ELEMENT_* tables)
@@ -78,8 +75,7 @@ class KitchenEnv(gym.Env):
 
         if obs_layout not in OBS_DIMS:
             raise ValueError(f"KitchenEnv: obs_layout must be one of {sorted(OBS_DIMS)}, got {obs_layout!r}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"KitchenEnv: render_mode must be None or 'rgb_array', got {render_mode!r}")
+        check_render_mode("KitchenEnv", render_mode)
         self._sim = _Kitchen()  # loads the model; we only use its robot's model/data/bounds, not its step
         robot = self._sim.robot_env
         self.model, self.data = robot.model, robot.data
@@ -191,20 +187,14 @@ class KitchenEnv(gym.Env):
         if self.render_mode is None:
             return None
         if self._renderer is None:
-            # MuJoCo's visual quality, not pixels, is the cost: 8x MSAA, shadows and reflections took ~440 ms a frame
-            # here; without them ~20 ms.
-            self.model.vis.quality.offsamples = 0
             h, w = self.render_size
-            self._renderer = mujoco.Renderer(self.model, height=h, width=w)
+            self._renderer = FastRenderer(self.model, h, w)
             self._camera = mujoco.MjvCamera()
             self._camera.distance = DEFAULT_CAMERA["distance"]
             self._camera.azimuth = DEFAULT_CAMERA["azimuth"]
             self._camera.elevation = DEFAULT_CAMERA["elevation"]
             self._camera.lookat[:] = DEFAULT_CAMERA["lookat"]
-        self._renderer.update_scene(self.data, camera=self._camera)
-        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        return self._renderer.render().copy()
+        return self._renderer.render(self.data, self._camera)
 
     def close(self):
         if self._renderer is not None:

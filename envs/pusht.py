@@ -19,6 +19,8 @@ import pygame
 from gym_pusht.envs.pusht import PushTEnv as _GymPushTEnv
 from gymnasium import spaces
 
+from envs.geometry import planar_transform
+
 WORKSPACE = 512.0
 SUCCESS_COVERAGE = 0.95
 SUBSTEPS = 10  # physics steps (dt 0.01) per 10 Hz control step
@@ -66,9 +68,7 @@ def derive_dp_block_keypoints(n: int = 9, seed: int = 0) -> np.ndarray:
 
 def block_keypoints(block_pose) -> np.ndarray:
     """DP keypoints (9, 2) in pixels for a block pose (x, y, angle): rotate the body-frame points, then translate."""
-    x, y, angle = block_pose
-    c, s = np.cos(angle), np.sin(angle)
-    return DP_BLOCK_KEYPOINTS @ np.array([[c, s], [-s, c]]) + np.array([x, y])
+    return planar_transform(DP_BLOCK_KEYPOINTS, block_pose)
 
 
 def coverage_score(coverage: float) -> float:

@@ -7,28 +7,23 @@
   abs_action True: Diffusion Policy's 10-D [world position 3, rotation-6D 6, gripper 1] of the grip site.
 
 Images are rendered by our own mujoco.Renderer with MSAA, shadows and reflections off (the expensive part of
-rendering on a CPU, REFERENCE 5); demos re-rendered from stored states use the same function, so training and
+rendering on a CPU, docs/notes/robomimic.md); demos re-rendered from stored states use the same function, so training and
 evaluation images match. mujoco.Renderer returns rows top-down, so images are the right way up.
 """
 
 from __future__ import annotations
 
-import os
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
 
-if "MUJOCO_GL" not in os.environ:  # must be decided before mujoco is imported; EGL only works with a GPU
-    os.environ["MUJOCO_GL"] = "egl" if os.path.exists("/dev/nvidia0") else "osmesa"
-os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-from gymnasium import spaces  # noqa: E402
-
-from drifting_policy.utils.rotation import (  # noqa: E402
+from drifting_policy.utils.rotation import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
     matrix_to_rot6d,
     rot6d_to_matrix,
 )
+from envs.rendering import FastRenderer, check_render_mode
 
 # robosuite env name -> defaults (aliases let task configs use the benchmark's short names)
 TASKS = {
@@ -72,7 +67,7 @@ def robosuite_kwargs(env_name: str, abs_action: bool = False) -> dict:
         "control_freq": 20,
         "reward_shaping": False,
         "use_object_obs": True,
-        "use_camera_obs": False,  # cameras are rendered by FastCameras
+        "use_camera_obs": False,  # cameras are rendered by envs.rendering.FastRenderer
         "has_renderer": False,
         "has_offscreen_renderer": False,
         "ignore_done": True,
@@ -173,48 +168,6 @@ def reseed(rs_env, seed: int) -> None:
     rs_env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
 
 
-class FastCameras:
-    """Offscreen renders of named cameras at (H, W) with MSAA, shadows and reflections off."""
-
-    def __init__(self, rs_env, height: int, width: int):
-        import mujoco
-
-        self._mujoco = mujoco
-        self.rs_env = rs_env
-        model = rs_env.sim.model._model
-        model.vis.quality.offsamples = 0  # read when the GL context is made: no multisample buffer
-        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
-        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
-        self.renderer = mujoco.Renderer(model, height=height, width=width)
-
-    def render(self, camera: str) -> np.ndarray:
-        mj = self._mujoco
-        self.renderer.update_scene(self.rs_env.sim.data._data, camera=camera)
-        # scene flags, re-applied at every render because resets may rebuild the scene options
-        self.renderer.scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = 0
-        self.renderer.scene.flags[mj.mjtRndFlag.mjRND_REFLECTION] = 0
-        return self.renderer.render().copy()
-
-    def close(self) -> None:
-        # mujoco's Renderer.close frees its GL context BEFORE its MjrContext, so the MjrContext's GL objects get
-        # deleted in whichever context is current, i.e. another env's renderer (garbage images there). Free the
-        # MjrContext inside our own context first.
-        r, self.renderer = self.renderer, None
-        if r is None:
-            return
-        if r._gl_context is not None and r._mjr_context is not None:
-            r._gl_context.make_current()
-            r._mjr_context.free()
-            r._mjr_context = None
-        r.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the GL library may already be gone
-            pass
-
-
 class RobomimicEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
@@ -234,8 +187,7 @@ class RobomimicEnv(gym.Env):
         self.env_name = canonical_env_name(env_name)
         if obs_type not in ("state", "visual"):
             raise ValueError(f"obs_type must be 'state' or 'visual', got '{obs_type}'")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got '{render_mode}'")
+        check_render_mode("RobomimicEnv", render_mode)
         task = TASKS[self.env_name]
         self.obs_type, self.abs_action, self.render_mode = obs_type, bool(abs_action), render_mode
         self.camera_names = list(camera_names or task["cameras"])
@@ -247,7 +199,8 @@ class RobomimicEnv(gym.Env):
         self.terminate_on_success = bool(terminate_on_success)
 
         self.rs_env = make_robosuite(self.env_name, self.abs_action)
-        self._cameras = FastCameras(self.rs_env, self.image_size, self.image_size) if obs_type == "visual" else None
+        model = self.rs_env.sim.model._model
+        self._cameras = FastRenderer(model, self.image_size, self.image_size, hide_geom_groups=(0,)) if obs_type == "visual" else None
         self._video = None  # built lazily: most rollouts never render a video frame
         self._t = 0
         self._raw: dict[str, np.ndarray] = {}
@@ -278,7 +231,8 @@ class RobomimicEnv(gym.Env):
         }
 
     def render_cameras(self) -> dict[str, np.ndarray]:
-        return {f"{c}_image": self._cameras.render(c) for c in self.camera_names}
+        data = self.rs_env.sim.data._data
+        return {f"{c}_image": self._cameras.render(data, c) for c in self.camera_names}
 
     def _obs(self) -> dict[str, np.ndarray]:
         raw = self.raw_obs()
@@ -340,8 +294,9 @@ class RobomimicEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._video is None:
-            self._video = FastCameras(self.rs_env, self.render_size, self.render_size)
-        return self._video.render(self.render_camera)
+            self._video = FastRenderer(self.rs_env.sim.model._model, self.render_size, self.render_size,
+                                       hide_geom_groups=(0,))
+        return self._video.render(self.rs_env.sim.data._data, self.render_camera)
 
     def close(self):
         for cams in (self._cameras, self._video):

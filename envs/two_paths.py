@@ -20,6 +20,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.rendering import check_render_mode
+
 OBSTACLE_CENTRE = np.zeros(2)
 OBSTACLE_RADIUS = 0.4
 BOUND = 1.2  # the workspace is [-BOUND, BOUND]^2
@@ -41,13 +43,22 @@ def segment_hits_disk(p: np.ndarray, q: np.ndarray, centre: np.ndarray, radius: 
     return float(t) if 0.0 <= t <= 1.0 else None
 
 
+def mode_statistics(results: list[dict]) -> dict:
+    """Side split over episodes (each a rollout's final info with "side"): the fraction passing left / right, the
+    fraction that never got past the obstacle ("none"), and the left share among those that did."""
+    if not results:
+        raise ValueError("mode_statistics: no episodes")
+    sides = [r.get("side") for r in results]
+    left, right = sides.count("left"), sides.count("right")
+    return {"left": left / len(sides), "right": right / len(sides), "none": 1 - (left + right) / len(sides),
+            "left_share": left / (left + right) if left + right else float("nan")}
+
+
 class TwoPathsEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    @staticmethod
-    def mode_statistics(results: list[dict]) -> dict:
-        """The mode split of a set of rollouts from their final infos (module-level ``mode_statistics``)."""
-        return mode_statistics(results)
+    # the env contract's hook for evaluation (envs/README.md): the module-level function
+    mode_statistics = staticmethod(mode_statistics)
 
     def __init__(
         self,
@@ -58,6 +69,7 @@ class TwoPathsEnv(gym.Env):
         render_size: int = 96,
         render_mode: str | None = "rgb_array",
     ):
+        check_render_mode("TwoPathsEnv", render_mode)
         self.max_steps, self.max_step, self.goal_radius = max_steps, max_step, goal_radius
         self.init_noise, self.render_size, self.render_mode = init_noise, render_size, render_mode
         self.observation_space = spaces.Dict(
@@ -137,14 +149,3 @@ class TwoPathsEnv(gym.Env):
         img[disk(self.goal, self.goal_radius)] = (40, 180, 60)
         img[disk(self.agent, max(0.04, 2 * BOUND / n))] = (220, 40, 40) if self.touched else (40, 80, 220)
         return img
-
-
-def mode_statistics(results: list[dict]) -> dict:
-    """Side split over episodes (each a rollout's final info with "side"): the fraction passing left / right, the
-    fraction that never got past the obstacle ("none"), and the left share among those that did."""
-    if not results:
-        raise ValueError("mode_statistics: no episodes")
-    sides = [r.get("side") for r in results]
-    left, right = sides.count("left"), sides.count("right")
-    return {"left": left / len(sides), "right": right / len(sides), "none": 1 - (left + right) / len(sides),
-            "left_share": left / (left + right) if left + right else float("nan")}

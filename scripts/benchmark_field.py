@@ -1,6 +1,6 @@
 """Time drifting_loss forward + backward on this machine (issue 2's batched-speed check).
 
-    python scripts/benchmark_field.py [--threads 1] [--repeats 20] [--device cpu]
+    python scripts/benchmark_field.py [threads=1] [repeats=20] [device=cpu]
 
 Prints the median (and min / max) wall time over repeats for the policy shape (B=256, Ng=8, Np=1, S=32) and the
 image shape (B=64, Ng=64, Np=64, S=256), after warm-up calls.
@@ -8,10 +8,10 @@ image shape (B=64, Ng=64, Np=64, S=256), after warm-up calls.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
+import hydra
 import torch
 
 from drifting_policy.field import drifting_loss
@@ -34,13 +34,8 @@ def time_once(gen: torch.Tensor, pos: torch.Tensor) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+@hydra.main(config_path="../configs/scripts", config_name="benchmark_field", version_base="1.3")
+def main(args) -> None:
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "

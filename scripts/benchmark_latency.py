@@ -1,31 +1,30 @@
 """predict_action latency at batch 1: drifting (1 NFE) vs Diffusion Policy DDPM-100 and DDIM-10, for each task's
 cpu-scale and paper-scale networks. Weights are freshly initialised (latency does not depend on their values).
 
-    python scripts/benchmark_latency.py [tasks=pusht_state,pusht_visual] [threads=2] [device=cpu] [out=docs/benchmark/latency.json]
+    python scripts/benchmark_latency.py [tasks=[pusht_state,pusht_visual]] [threads=2] [device=cpu] [out=docs/benchmark/latency.json]
 """
 
-import json
 import os
-import sys
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from drifting_policy.benchmark.latency import measure_latency
-from drifting_policy.config import compose_run_config
+from drifting_policy.config import compose_run_config, invoked_command
 from drifting_policy.factory import build_policy
+from drifting_policy.utils.io import atomic_write_json
 
 HEADS = [("drifting", {}), ("diffusion", {"sampler": "ddpm", "num_inference_steps": 100}),
          ("diffusion", {"sampler": "ddim", "num_inference_steps": 10})]
 
 
-def main(argv):
-    args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
-    tasks = str(args.get("tasks", "pusht_state,pusht_visual")).split(",")
-    torch.set_num_threads(int(args.get("threads", os.cpu_count())))
-    device = torch.device(args.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
+@hydra.main(config_path="../configs/scripts", config_name="benchmark_latency", version_base="1.3")
+def main(args):
+    tasks = list(args.tasks)
+    torch.set_num_threads(int(args.threads or os.cpu_count()))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
     for task in tasks:
         for scale in ("cpu", "paper"):
@@ -39,19 +38,18 @@ def main(argv):
                 policy.normalizer.fit(low | {"action": np.random.randn(16, meta.action.shape[0])})
                 row = {"task": task, "scale": scale, "policy": name if name == "drifting" else extra["sampler"] +
                        f"-{extra['num_inference_steps']}", "down_dims": list(cfg.policy.down_dims)}
-                row |= measure_latency(policy.to(device), n_warmup=3, n_calls=int(args.get("calls", 30)))
+                row |= measure_latency(policy.to(device), n_warmup=3, n_calls=int(args.calls))
                 rows.append(row)
                 print(f"{task:14s} {scale:5s} {row['policy']:9s} predict {row['predict_action_ms']:9.2f} ms  encode "
                       f"{row['encode_ms']:7.2f}  generate {row['generate_ms']:9.2f}  backbone fwd "
                       f"{row['backbone_forward_ms']:7.2f}  NFE {row['nfe']:3d}  backbone {row['params_backbone_M']:.1f}M",
                       flush=True)
-    out = Path(args.get("out", "docs/benchmark/latency.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
     meta = {"device": str(device), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "command": "python scripts/benchmark_latency.py " + " ".join(argv)}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+            "command": invoked_command("benchmark_latency.py")}
+    atomic_write_json(out, {"meta": meta, "rows": rows})
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -6,27 +6,17 @@
 Writes <out>/README.md, <out>/results.json and <out>/plots/*.png.
 """
 
-import shlex
-import sys
-
-from omegaconf import OmegaConf
+import hydra
 
 from drifting_policy.benchmark.report import build_report
+from drifting_policy.config import invoked_command
 
-ALLOWED = {"runs", "out", "latency", "k"}
 
-
-def main(argv):
-    args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
-    unknown = sorted(set(args) - ALLOWED)
-    if unknown:
-        sys.exit(f"unknown option(s) {unknown}; usage: build_report.py [{' '.join(f'{a}=...' for a in sorted(ALLOWED))}]")
-    results = build_report(args.get("runs", "docs/benchmark/runs"), args.get("out", "docs/benchmark"),
-                           args.get("latency"), k=int(args.get("k", 10)),
-                           command=" ".join(["python scripts/build_report.py", shlex.join(argv)]).strip())
-    print(f"{len(results['groups'])} groups from {args.get('runs', 'docs/benchmark/runs')}; "
-          f"wrote {args.get('out', 'docs/benchmark')}/README.md")
+@hydra.main(config_path="../configs/scripts", config_name="build_report", version_base="1.3")
+def main(args):
+    results = build_report(args.runs, args.out, args.latency, k=args.k, command=invoked_command("build_report.py"))
+    print(f"{len(results['groups'])} groups from {args.runs}; wrote {args.out}/README.md")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -28,7 +28,8 @@ def main(cfg):
                                   cfg.seed_start, cfg.n_videos)
     else:
         summary = evaluate_checkpoint(cfg.checkpoint, cfg.n_episodes, cfg.seed_start, cfg.n_videos, cfg.out, cfg.task,
-                                      cfg.sampler, cfg.num_inference_steps, cfg.device, cfg.sampling_seed)
+                                      cfg.sampler, cfg.num_inference_steps, cfg.device, cfg.sampling_seed,
+                                      cfg.n_workers)
     print(json.dumps(summary, indent=1))
 
 

@@ -7,24 +7,19 @@ Image arrays become AV1 videos (observation.images.<key>), the action key "actio
 observation.<key>; drifting_policy/data/lerobot_export.py says the layout.
 """
 
-import sys
-
-from omegaconf import OmegaConf
+import hydra
 
 from drifting_policy.data.lerobot_export import export_lerobot
 from drifting_policy.data.replay_buffer import ReplayBuffer
 
 
-def main(argv: list[str]) -> None:
-    args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
-    missing = [k for k in ("store", "out", "fps") if k not in args]
-    if missing:
-        sys.exit(f"missing {missing}; usage: export_lerobot.py store=PATH.zarr out=FOLDER fps=HZ [task=TEXT] "
-                 "[action_key=action] [robot_type=NAME] [crf=30]")
-    buffer = ReplayBuffer.load(args.pop("store"))
-    out = export_lerobot(buffer, args.pop("out"), int(args.pop("fps")), **args)
+@hydra.main(config_path="../configs/scripts", config_name="export_lerobot", version_base="1.3")
+def main(args) -> None:
+    buffer = ReplayBuffer.load(args.store)
+    options = {k: args[k] for k in ("task", "action_key", "robot_type", "crf") if args[k] is not None}
+    out = export_lerobot(buffer, args.out, int(args.fps), **options)
     print(f"wrote {out}: {buffer.n_episodes} episodes, {buffer.n_steps} frames")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

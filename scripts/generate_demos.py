@@ -1,11 +1,14 @@
 """Write scripted-expert demonstrations in the task's public format.
 
-    python scripts/generate_demos.py task=pusht n=206 [out=data/pusht/pusht_expert.zarr] [seed=0]
+    python scripts/generate_demos.py task=pusht n=206 [out=data/pusht/pusht_expert.zarr] [seed=0] \
+        [+options.render_images=true]
+
+Tasks: pusht, lift, can, tool_hang, block_push, kitchen, two_paths (envs/__init__.py DEMO_GENERATORS).
 """
 
-import sys
 from pathlib import Path
 
+import hydra
 from omegaconf import OmegaConf
 
 import envs
@@ -16,16 +19,13 @@ DEFAULT_OUT = {"pusht": "data/pusht/pusht_expert.zarr", "block_push": "data/bloc
                "tool_hang": "data/robomimic/tool_hang/ph/low_dim.hdf5"}
 
 
-def main(argv: list[str]) -> None:
-    args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
-    if "task" not in args or "n" not in args:
-        sys.exit(f"usage: generate_demos.py task=<{'|'.join(sorted(envs.DEMO_GENERATORS))}> n=<episodes> [out=PATH] "
-                 "[seed=0] [other expert options]")
-    task, n = args.pop("task"), int(args.pop("n"))
-    out = Path(args.pop("out", DEFAULT_OUT.get(task, f"data/{task}/{task}_expert")))
-    stats = envs.demo_generator(task)(out, n, **args)
+@hydra.main(config_path="../configs/scripts", config_name="generate_demos", version_base="1.3")
+def main(args) -> None:
+    out = Path(args.out or DEFAULT_OUT.get(args.task, f"data/{args.task}/{args.task}_expert"))
+    options = OmegaConf.to_container(args.options, resolve=True)
+    stats = envs.demo_generator(args.task)(out, int(args.n), seed=int(args.seed), **options)
     print(f"wrote {out}: {stats}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

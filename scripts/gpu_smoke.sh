@@ -13,7 +13,7 @@ OUT=${OUT:-outputs/gpu_smoke}
 WORK=${WORK:-/tmp/gpu_smoke}
 FMNIST=${FMNIST:-/usr/share/datasets/fashion-mnist}
 mkdir -p "$OUT" "$WORK"
-export PYTHONUNBUFFERED=1 MUJOCO_GL=egl PYTHONPATH=$PWD:${PYTHONPATH:-}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-}
 if [ -d .whl ]; then   # a machine without internet: dependencies carried as wheels
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=$PYTHONPATH:/tmp/site || exit 1
@@ -43,13 +43,13 @@ for pol in drifting diffusion; do
 done
 
 step "image: fmnist_cpu on CUDA (bf16)"
-cfg=configs/image/fmnist_cpu.yaml
+cfg="--config-name fmnist_cpu"
 common="data.root=$FMNIST encoder.checkpoint=$WORK/img/encoder eval.every=0 train.log_every=50"
-timeout 90 python3 scripts/train_image_encoder.py --config $cfg $common encoder.steps=300 encoder.finetune_steps=50 \
+timeout 90 python3 scripts/train_image_encoder.py $cfg $common encoder.steps=300 encoder.finetune_steps=50 \
   | tail -2
-timeout 120 python3 scripts/train_image.py --config $cfg $common out_dir=$WORK/img/gen train.steps=300 \
+timeout 120 python3 scripts/train_image.py $cfg $common out_dir=$WORK/img/gen train.steps=300 \
   train.ckpt_every=300 | tail -2
-timeout 90 python3 scripts/train_image.py --config $cfg $common method=flow_matching out_dir=$WORK/img/fm \
+timeout 90 python3 scripts/train_image.py $cfg $common method=flow_matching out_dir=$WORK/img/fm \
   train.steps=300 train.ckpt_every=300 | tail -2
 for f in "$WORK"/img/encoder_log.jsonl "$WORK"/img/gen/log.jsonl "$WORK"/img/fm/log.jsonl; do
   echo "## $f"; tail -3 "$f" 2>/dev/null

@@ -18,6 +18,8 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    # no run folder for this one: hydra writes nothing
-    sys.argv = sys.argv[:1] + resolve_scale_argument(sys.argv[1:]) + ["hydra.output_subdir=null", "hydra.run.dir=."]
+    if not any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:]):
+        # no run folder for this one: hydra writes nothing (overrides go before hydra's own flags)
+        sys.argv = sys.argv[:1] + ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout",
+                                   *resolve_scale_argument(sys.argv[1:])]
     main()

@@ -10,6 +10,4 @@ if command -v apt-get >/dev/null; then
 fi
 # torch + torchvision first, as a matched pair (PyPI's torchvision does not import beside every torch build)
 python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-python -m pip install -q -e ".[sim,image,dev]"
-# the other tools (zarr 2, robomimic, lerobot) in small test-only venvs, to prove they read what we write
-bash scripts/setup_test_readers.sh
+python -m pip install -q -e ".[sim,image,wandb,dev]"

@@ -1,9 +1,9 @@
 """Train a 2-D generator with drifting_loss on 8 Gaussians on a ring and on a checkerboard (issue 2).
 
-    nice -n 10 python scripts/toy_2d.py [--steps 3000] [--groups 32] [--n-gen 32] [--n-pos 32] [--seed 0]
+    nice -n 10 python scripts/toy_2d.py [steps=3000] [groups=32] [n_gen=32] [n_pos=32] [seed=0]
 
 Each step: `groups` independent drifting groups of n_gen generated samples against n_pos fresh data samples
-(--groups 1 is the plain single-group setting). Writes
+(groups=1 is the plain single-group setting). Writes
 docs/toys/toy_2d.png (one row per distribution: samples at evenly spaced steps, then the data) and prints the
 metrics: per-mode fractions and the far fraction (> 0.5 from every centre) for the ring, the fraction on black
 cells for the checkerboard.
@@ -11,31 +11,17 @@ cells for the checkerboard.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
+import hydra
 import torch
 
 from drifting_policy import toys
-from drifting_policy.field import TEMPERATURES
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--groups", type=int, default=32)
-    p.add_argument("--n-gen", type=int, default=32)
-    p.add_argument("--n-pos", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--input-gain", type=float, default=8.0)
-    p.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES))
-    p.add_argument("--snapshots", type=int, default=6, help="panels per row, step 0 included")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path("docs/toys/toy_2d.png"))
-    args = p.parse_args()
+@hydra.main(config_path="../configs/scripts", config_name="toy_2d", version_base="1.3")
+def main(args) -> None:
     torch.set_num_threads(args.threads)
 
     import matplotlib
@@ -68,9 +54,10 @@ def main() -> None:
             ax.set_title(f"{name} {step}" if step == "data" else f"step {step}", fontsize=8)
         axes[row, args.snapshots - 1].set_xlabel(metric, fontsize=7)
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=100)
-    print(f"wrote {args.out}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Conditional multimodality study (issue 9): does a method keep every mode when each demo has ONE action?
 
-    nice -n 10 python scripts/toy_multimodal.py [--workers 2] [--tasks balanced2 prop2 three] [--seeds 0 1 2]
+    nice -n 10 python scripts/toy_multimodal.py [workers=2] [tasks=[balanced2,prop2,three]] [seeds=[0,1,2]]
 
 o ~ U[0, 1], 2,000 demos, 2-D actions, a 3-layer MLP, 4k Adam steps, EMA weights. Methods: MSE-BC, DDPM (100
 steps), drifting with per-observation positives (`self`, G in 2, 4, 8) and with the demos of the k nearest
@@ -8,17 +8,17 @@ observations in the batch (`knn`, k in 4, 16, G = 8), each also with the generat
 ("gain4"). Results go to docs/toys/multimodal_results.jsonl (one line
 per run; finished runs are skipped on a rerun; several instances may append to it) and the first seed's samples to
 multimodal_samples.jsonl; the table (multimodal.md) and multimodal.png are rebuilt from both files at the end
-(`--report` rebuilds them without training).
+(`report_only=true` rebuilds them without training). Options: configs/scripts/toy_multimodal.yaml.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import time
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
 
@@ -101,29 +101,23 @@ def plot(samples: dict, tasks: list[str], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=list(toys.TASKS), choices=toys.TASKS)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--workers", type=int, default=1, help="processes (one thread each)")
-    p.add_argument("--out", type=Path, default=Path("docs/toys"))
-    p.add_argument("--report", action="store_true", help="only rebuild the table and the PNG")
-    args = p.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    results, sample_file = args.out / "multimodal_results.jsonl", args.out / "multimodal_samples.jsonl"
+@hydra.main(config_path="../configs/scripts", config_name="toy_multimodal", version_base="1.3")
+def main(args) -> None:
+    tasks, methods = list(args.tasks or toys.TASKS), list(args.methods or METHODS)
+    unknown = sorted(set(tasks) - set(toys.TASKS)) + sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown task(s) / method(s) {unknown}; tasks: {list(toys.TASKS)}, methods: {list(METHODS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, sample_file = out / "multimodal_results.jsonl", out / "multimodal_samples.jsonl"
 
     def read(path):
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     done = {(r["task"], r["method"], r["seed"]) for r in read(results)}
     common = dict(steps=args.steps, batch=args.batch, hidden=args.hidden, lr=args.lr)
-    jobs = [(t, m, s, common) for t in args.tasks for s in args.seeds for m in args.methods if (t, m, s) not in done]
-    if args.report:
+    jobs = [(t, m, s, common) for t in tasks for s in args.seeds for m in methods if (t, m, s) not in done]
+    if args.report_only:
         jobs = []
     from tqdm import tqdm
 
@@ -141,9 +135,9 @@ def main() -> None:
     header = (f"Settings: {json.dumps(common)}, 2,000 demos, EMA 0.999, 200 eval observations x 64 samples.\n"
               "kept = runs with hit >= 0.9 and between <= 0.1.\n"
               "Cells: mean over seeds of hit / between / per-observation mode TV / energy distance.\n\n")
-    (args.out / "multimodal.md").write_text(header + table(rows, tasks) + "\n")
+    (out / "multimodal.md").write_text(header + table(rows, tasks) + "\n")
     if samples:
-        plot(samples, tasks, args.out / "multimodal.png")
+        plot(samples, tasks, out / "multimodal.png")
     print(table(rows, tasks))
 
 

@@ -1,29 +1,21 @@
-"""Train the latent-MAE feature encoder of an image config (its `encoder` block); torchrun-ready.
+"""Train the latent-MAE feature encoder of an image config (its encoder block) into encoder.checkpoint;
+torchrun-ready. Configs: configs/image/<name>.yaml.
 
-  python scripts/train_image_encoder.py --config configs/image/fmnist_cpu.yaml [key=value ...]
+  python scripts/train_image_encoder.py --config-name fmnist_cpu [key=value ...]     e.g. encoder.steps=100
 """
 
-import argparse
+import sys
 
-import torch
+import hydra
 
-from drifting_policy.image.train import load_config
-from drifting_policy.image.train_encoder import train_encoder
+from drifting_policy.image import cli
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
-    ap.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. encoder.steps=100")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.overrides)
-    if "encoder" not in cfg or not cfg.encoder.get("width"):
-        raise KeyError(f"{args.config}: no encoder block with width/blocks/steps to train")
-    print(f"encoder written to {train_encoder(cfg)}")
+@hydra.main(config_path="../configs/image", config_name=None, version_base="1.3")
+def main(cfg):
+    cli.train_image_encoder(cfg)
 
 
 if __name__ == "__main__":
+    cli.check_arguments(sys.argv[1:], __doc__)
     main()

@@ -6,7 +6,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import envs  # noqa: F401  (orders triton before Mesa's OSMesa before any test module imports a simulator)
+import envs  # noqa: F401  (picks MuJoCo's GL backend and loads triton before any test imports a simulator)
 from drifting_policy.data.replay_buffer import ReplayBuffer
 
 CONFIG_DIR = str((__import__("pathlib").Path(__file__).parents[1] / "configs").resolve())
@@ -57,3 +57,18 @@ def tiny_cfg(tmp_path):
         return cfg
 
     return build
+
+
+def pusht_like_config(tmp_path, **overrides):
+    """The real pusht_state task (its env, its evaluation) on a 20-D synthetic store in ``tmp_path``, a tiny U-Net,
+    one epoch of batch 32; ``overrides`` {"section.key": value} adjust it (e.g. {"task.eval.n_test": 3})."""
+    store = make_lowdim_store(tmp_path / "pusht_like.zarr", obs_dim=20)
+    cfg = compose_config(["task=pusht_state", "scale=paper", f"run_dir={tmp_path / 'run'}"])
+    cfg.task.dataset.update({"path": str(store), "obs_from_store": {"obs": ["obs"]}, "init_state_key": None})
+    cfg.task.env.max_steps = 24
+    cfg.task.eval.update({"n_test": 0, "n_videos": 0, "every_epochs": 1})
+    cfg.policy.down_dims = [16, 32]
+    cfg.training.update({"num_epochs": 1, "batch_size": 32, "warmup_steps": 1})
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg

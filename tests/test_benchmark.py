@@ -156,11 +156,13 @@ def test_report_builds_table_plots_results_and_fairness(tmp_path):
 def test_tiny_benchmark_end_to_end(tmp_path):
     """Diffusion and BC on TwoPaths, 1 epoch, 2 test episodes: trained by the real command, DDPM-100, DDIM-10 and BC
     run files, the report; a second sitting skips them."""
-    args = [sys.executable, "scripts/benchmark.py", "tasks=two_paths", "policies=diffusion,bc", "seeds=3", "scale=paper",
-            f"out={tmp_path}/runs", f"run_root={tmp_path}/outputs", f"report={tmp_path}/report",
-            f"task.dataset.path={tmp_path}/demo.zarr", "task.dataset.generate.n=4", f"task.dataset.generate.path={tmp_path / 'demo.zarr'}", "training.num_epochs=1",
-            "task.eval.n_test=2", "task.eval.n_train=0", "task.eval.n_videos=0", "policy.down_dims=[16,32]",
-            "training.batch_size=256", "task.env.max_steps=24"]
+    overrides = [f"task.dataset.path={tmp_path}/demo.zarr", "task.dataset.generate.n=4",
+                 f"task.dataset.generate.path={tmp_path}/demo.zarr", "training.num_epochs=1", "task.eval.n_test=2",
+                 "task.eval.n_train=0", "task.eval.n_videos=0", "policy.down_dims=[16,32]", "training.batch_size=256",
+                 "task.env.max_steps=24"]
+    args = [sys.executable, "scripts/benchmark.py", "tasks=[two_paths]", "policies=[diffusion,bc]", "seeds=[3]",
+            "scale=paper", f"out={tmp_path}/runs", f"run_root={tmp_path}/outputs", f"report={tmp_path}/report",
+            "train_overrides=[" + ",".join(f"'{o}'" for o in overrides) + "]"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     first = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -172,6 +174,6 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert runs["ddpm100"]["command"].startswith("python scripts/train_policy.py task=two_paths policy=diffusion")
     report = (tmp_path / "report" / "README.md").read_text()
     assert "| two_paths | paper +" in report and "| bc |" in report
-    overrides = args[args.index("scale=paper") + 4:]  # a second sitting finds both run files and trains nothing
+    # a second sitting finds both run files and trains nothing
     assert benchmark.benchmark_one("two_paths", "diffusion", 3, "paper", tmp_path / "runs", tmp_path / "outputs",
                                    overrides) == []

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 import safetensors.torch
 import yaml
-from conftest import compose_config, make_lowdim_store
+from conftest import pusht_like_config
 from safetensors.torch import load_file
 
 from drifting_policy.training.trainer import Trainer
@@ -27,19 +27,12 @@ STEPS = [(os, "replace"), (os, "unlink"), (os, "rmdir"), (os, "symlink"), (shuti
 VOLATILE = {"time", "epoch_time_s", "epoch_cpu_s"}  # wall-clock fields of a log row
 
 
-def pusht_like_config(tmp_path, name):
-    """Two epochs on a PushT-shaped store: epoch 1 saves a plain checkpoint, epoch 2 evaluates (one real PushT
+def two_epoch_config(tmp_path, name):
+    """Two epochs of the pusht_like run: epoch 1 saves a plain checkpoint, epoch 2 evaluates (one real PushT
     rollout), records its score and prunes epoch 1."""
-    store = tmp_path / "pusht_like.zarr"
-    if not store.exists():
-        make_lowdim_store(store, obs_dim=20)
-    cfg = compose_config(["task=pusht_state", "scale=paper", f"run_dir={tmp_path / name}"])
-    cfg.task.dataset.update({"path": str(store), "obs_from_store": {"obs": ["obs"]}, "init_state_key": None})
-    cfg.task.env.max_steps = 8
-    cfg.task.eval.update({"n_test": 1, "n_train": 0, "n_videos": 0, "every_epochs": 2})
-    cfg.policy.down_dims = [16, 32]
-    cfg.training.update({"num_epochs": 2, "batch_size": 64, "warmup_steps": 1, "checkpoint_every": 1})
-    return cfg
+    return pusht_like_config(tmp_path, **{
+        "run_dir": str(tmp_path / name), "task.env.max_steps": 8, "task.eval.n_test": 1, "task.eval.n_train": 0,
+        "task.eval.every_epochs": 2, "training.num_epochs": 2, "training.batch_size": 64, "training.checkpoint_every": 1})
 
 
 class Killed(BaseException):
@@ -130,7 +123,7 @@ def resume(cfg):
 
 @pytest.fixture
 def reference(tmp_path):
-    Trainer(pusht_like_config(tmp_path, "uninterrupted")).run()
+    Trainer(two_epoch_config(tmp_path, "uninterrupted")).run()
     rows = log_rows(tmp_path / "uninterrupted")
     assert [r["epoch"] for r in rows] == [1, 2] and "test/mean_score" in rows[1]
     return tmp_path / "uninterrupted"
@@ -140,7 +133,7 @@ def test_a_kill_at_every_step_of_every_save_resumes_bit_identically(tmp_path, re
     n, failed = 0, {}
     while True:
         n += 1
-        cfg = pusht_like_config(tmp_path, f"killed_{n}")
+        cfg = two_epoch_config(tmp_path, f"killed_{n}")
         if not run_killed(cfg, n):  # fewer than n steps in the whole run: every step has been a kill point
             break
         resume(cfg)
@@ -155,14 +148,14 @@ def test_a_kill_during_the_resave_of_an_epoch_resumes_bit_identically(tmp_path, 
     """Killed after epoch 2's folder was renamed into place but before ``last`` named it, the run resumes from
     epoch 1 and saves epoch 2 again over the existing folder (moved to ``.old`` first): a second kill at each step
     of that resumed run still ends as the uninterrupted run."""
-    first = pusht_like_config(tmp_path, "first_kill")
+    first = two_epoch_config(tmp_path, "first_kill")
     assert run_killed(first, 1, only=lambda name, args: name == "symlink" and str(args[0]) == "epoch_0002")
     assert os.readlink(tmp_path / "first_kill" / "checkpoints" / "last") == "epoch_0001"
     m, failed = 0, {}
     while True:
         m += 1
         shutil.copytree(tmp_path / "first_kill", tmp_path / f"again_{m}", symlinks=True)
-        cfg = pusht_like_config(tmp_path, f"again_{m}")
+        cfg = two_epoch_config(tmp_path, f"again_{m}")
         cfg.training.resume = True
         if not run_killed(cfg, m):
             break

@@ -1,4 +1,4 @@
-"""Specification of the drifting field (REFERENCE.md 1.1)."""
+"""Specification of the drifting field (docs/notes/field.md, section 1)."""
 
 import pytest
 import torch

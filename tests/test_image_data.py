@@ -62,7 +62,7 @@ def test_latent_cache_stores_vae_posterior_moments_atomically(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert moments.shape == (8, 8, 8, 8) and moments.dtype == np.float16  # 2 x 4 images, mean|std, 64/8
     assert labels.tolist() == [0, 0, 1, 1] * 2 and meta["wnids"] == ["n00000000", "n00000001"]
-    assert not list(tmp_path.glob("cache.tmp*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "inet", "vae"]  # no temporary folder left
     path = sorted((tmp_path / "inet" / "train" / "n00000001").iterdir())[0]
     with torch.no_grad():
         img = D.load_image(str(path), 64).unsqueeze(0)
@@ -73,8 +73,12 @@ def test_latent_cache_stores_vae_posterior_moments_atomically(tmp_path):
     source = D.LatentSource(str(out), seed=0)
     z, y = source.next(5)
     assert z.shape == (5, 4, 8, 8) and y.shape == (5,)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="cache already exists"):
         D.cache_latents(str(tmp_path / "inet"), str(tmp_path / "vae"), str(out), size=64)
+    (tmp_path / "inet" / "train" / "n00000001" / "broken.JPEG").write_bytes(b"not a jpeg")
+    with pytest.raises(OSError, match="broken.JPEG"):  # a failure part-way leaves no cache, half or whole
+        D.cache_latents(str(tmp_path / "inet"), str(tmp_path / "vae"), str(tmp_path / "c3"), size=64, batch_size=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "inet", "vae"]
     with pytest.raises(FileNotFoundError, match="local diffusers"):
         D.cache_latents(str(tmp_path / "inet"), str(tmp_path / "no_vae"), str(tmp_path / "c2"), size=64)
 

@@ -142,4 +142,4 @@ def test_generate_writes_dp_zarr_layout(tmp_path):
     assert buf.data["obs"].shape == (t, 60) and buf.data["action"].shape == (t, 9)
     assert buf.data["action_abs"].shape == (t, 9) and buf.data["state"].shape == (t, 59)
     np.testing.assert_allclose(buf.data["state"][0][:30], KitchenEnv(render_mode=None).init_qpos)
-    assert 0 < stats["all_tasks_rate"] <= 1 and stats["mean_length"] == t
+    assert 0 < stats["success_rate"] <= 1 and stats["mean_length"] == t

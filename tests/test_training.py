@@ -139,18 +139,9 @@ def test_checkpoint_weights_that_do_not_fit_the_model_name_the_file(tiny_cfg, tm
 
 def test_a_checkpoint_evaluates_from_eval_policy_script(tmp_path):
     """Train one epoch on a PushT-shaped synthetic store, then roll the checkpoint out in the real PushT env."""
-    import numpy as np
-    from conftest import make_lowdim_store
+    from conftest import pusht_like_config
 
-    store = make_lowdim_store(tmp_path / "pusht_like.zarr", obs_dim=20)
-    cfg = compose_config(["task=pusht_state", "scale=paper", f"run_dir={tmp_path / 'run'}"])
-    cfg.task.dataset.path = str(store)
-    cfg.task.dataset.obs_from_store = {"obs": ["obs"]}
-    cfg.task.dataset.init_state_key = None
-    cfg.task.env.max_steps = 24
-    cfg.task.eval.n_test = 0
-    cfg.policy.down_dims = [16, 32]
-    cfg.training.update({"num_epochs": 1, "batch_size": 32, "warmup_steps": 1})
+    cfg = pusht_like_config(tmp_path)
     Trainer(cfg).run()
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "scripts/eval_policy.py", f"checkpoint={cfg.run_dir}", "n_episodes=2",
@@ -227,19 +218,12 @@ def test_a_crash_during_evaluation_keeps_the_training_and_the_resumed_run_evalua
 def test_evaluation_is_deterministic_given_seeds_and_matches_the_trainers_own(tmp_path):
     """The same checkpoint on the same test seeds gives identical episodes every time, whatever torch's global RNG
     holds, and equals the trainer's evaluation of that epoch; another sampling seed changes the episodes."""
-    from conftest import make_lowdim_store
+    from conftest import pusht_like_config
 
     from drifting_policy.evaluation.evaluate import evaluate_checkpoint
 
-    store = make_lowdim_store(tmp_path / "pusht_like.zarr", obs_dim=20)
-    cfg = compose_config(["task=pusht_state", "scale=paper", f"run_dir={tmp_path / 'run'}"])
-    cfg.task.dataset.path = str(store)
-    cfg.task.dataset.obs_from_store = {"obs": ["obs"]}
-    cfg.task.dataset.init_state_key = None
-    cfg.task.env.max_steps = 24
-    cfg.task.eval.update({"n_test": 3, "n_videos": 0, "every_epochs": 1})
-    cfg.policy.update({"down_dims": [16, 32], "noise_skip": 1.0})  # wide samples: the noise visibly moves the agent
-    cfg.training.update({"num_epochs": 1, "batch_size": 32, "warmup_steps": 1})
+    # wide samples (noise_skip): the sampling noise visibly moves the agent
+    cfg = pusht_like_config(tmp_path, **{"task.eval.n_test": 3, "policy.noise_skip": 1.0})
     Trainer(cfg).run()
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     ckpt = tmp_path / "run" / "checkpoints" / "epoch_0001"
@@ -255,3 +239,58 @@ def test_evaluation_is_deterministic_given_seeds_and_matches_the_trainers_own(tm
     assert first == second
     assert [e["state"] for e in first] != [e["state"] for e in other]
     assert log[-1]["test/mean_score"] == pytest.approx(np.mean([e["score"] for e in first]), abs=1e-12)
+
+
+def ddp_case():
+    """A tiny drifting policy (seeded) and a fixed global batch of 8 observations with their noise."""
+    from drifting_policy.policies.drifting import DriftingPolicy
+
+    torch.manual_seed(0)
+    meta = {"obs": {"obs": {"shape": [4], "type": "low_dim"}}, "action": {"shape": [2]}}
+    policy = DriftingPolicy(meta, 2, 4, 8, down_dims=[16, 32], n_samples=4)
+    obs = torch.randn(8, 2, 4)
+    action = torch.randn(8, 8, 2)
+    policy.normalizer.fit({"obs": obs.flatten(0, 1), "action": action.flatten(0, 1)}, {})
+    return policy, {"obs": {"obs": obs}, "action": action, "noise": torch.randn(8, 4, 8, 2)}
+
+
+def test_two_process_drifting_loss_and_gradients_equal_one_process_on_the_global_batch(tmp_path):
+    policy, batch = ddp_case()
+    loss, _ = policy.compute_loss(batch)
+    loss.backward()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp.safetensors"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                           os.path.join(os.path.dirname(__file__), "ddp_drifting_entry.py"), str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = load_file(out)
+    assert ddp.pop("__loss__").item() == pytest.approx(loss.item(), abs=1e-5)
+    grads = {n: p.grad for n, p in policy.named_parameters() if p.grad is not None}
+    assert ddp.keys() == grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(ddp[name], g, rtol=0, atol=1e-5, msg=name)
+
+
+def test_cfg_job_prints_exactly_the_config_the_run_saves_and_uses(tmp_path):
+    """`--cfg job` (hydra's composed config), the run's .hydra/config.yaml and the checkpoint's config.yaml agree."""
+    from conftest import make_lowdim_store
+
+    store = make_lowdim_store(tmp_path / "pusht_like.zarr", obs_dim=20)
+    args = [sys.executable, "scripts/train_policy.py", "task=pusht_state", "scale=cpu", f"run_dir={tmp_path / 'run'}",
+            f"task.dataset.path={store}", "task.dataset.obs_from_store={obs: [obs]}", "task.dataset.init_state_key=null",
+            "training.num_epochs=1", "task.eval.n_test=0", "policy.down_dims=[8,16]"]
+    repo = os.path.dirname(os.path.dirname(__file__))
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    printed = subprocess.run(args + ["--cfg", "job"], capture_output=True, text=True, timeout=300, cwd=repo, env=env)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=repo, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    as_dict = lambda c: OmegaConf.to_container(c, resolve=True)  # noqa: E731
+    shown = as_dict(OmegaConf.create(printed.stdout))
+    assert shown["scale"] == "cpu" and shown["training"]["batch_size"] == 64  # the cpu scale, composed by hydra
+    assert shown == as_dict(OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml"))
+    assert shown == as_dict(OmegaConf.load(resolve_checkpoint(tmp_path / "run") / "config.yaml"))

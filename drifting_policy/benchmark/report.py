@@ -204,7 +204,7 @@ def render(groups, lat, lat_ms, problems, tasks, runs_dir, k, command, gpu=()) -
     lines += ["## Fairness checks", "",
               "Data, backbone (down_dims, kernel, groups, encoder), optimiser, evaluation protocol and horizons must "
               "be identical between the policies of every task/setting/seed; epochs, learning rate and evaluation "
-              "frequency may differ per policy (a task's `policy_overrides`: a drifting step with G samples costs "
+              "frequency may differ per policy (configs/task_scale_policy/: a drifting step with G samples costs "
               f"several diffusion steps), so their measured training compute must agree within {COMPUTE_RATIO}x:", ""]
     compared = "- every pair of runs passes." if groups else "- no runs to compare yet."
     lines += [f"- {p}" for p in problems] or [compared]

@@ -33,7 +33,8 @@ from drifting_policy.benchmark.protocol import eval_records, write_run
 REPO = Path(__file__).resolve().parents[2]
 KEEP_ALL = "training.checkpoint_top_k=1000000"  # every evaluation checkpoint survives until DDIM-10 has seen it
 DDIM_STEPS = 10
-BACKBONE_KEYS = ("down_dims", "kernel_size", "n_groups", "state_mlp_dims", "image_feature_dim")
+BACKBONE_KEYS = ("down_dims", "kernel_size", "n_groups", "state_mlp_dims", "image_feature_dim", "camera_trunk",
+                 "camera_width", "camera_resize")
 
 
 def overrides_tag(overrides: list[str]) -> str:

@@ -28,11 +28,17 @@ KNN = ["policy.positives=knn", "policy.knn_k=8", "training.neighbour_batches=8"]
 # name -> (policy, overrides on top of the task's scale=cpu config)
 CANDIDATES = {
     "ddpm": ("diffusion", []),
+    "bc": ("bc", []),  # deterministic regression with the same backbone: what a head without sampling reaches
     "g8": ("drifting", ["policy.n_samples=8"]),
     "g4": ("drifting", ["policy.n_samples=4"]),
     "g8_skip": ("drifting", ["policy.n_samples=8", *SKIP]),
     "g4_skip": ("drifting", ["policy.n_samples=4", *SKIP]),
     "g4_skip_knn": ("drifting", ["policy.n_samples=4", *SKIP, *KNN]),
+    # IDP-like: the neighbours' demos weighted by observation similarity (a Gaussian kernel)
+    "g4_skip_knn_gauss": ("drifting", ["policy.n_samples=4", *SKIP, *KNN, "policy.knn_weighting=gaussian"]),
+    # a wider U-Net (4x the parameters of the cpu scale's [32, 64, 128]): does the one-step generator lack capacity?
+    "g4_wide": ("drifting", ["policy.n_samples=4", "policy.down_dims=[64,128,256]"]),
+    "ddpm_wide": ("diffusion", ["policy.down_dims=[64,128,256]"]),
     "g4_skip_lr1e-3": ("drifting", ["policy.n_samples=4", *SKIP, "training.lr=1.0e-3"]),
     "g2_skip": ("drifting", ["policy.n_samples=2", *SKIP]),
 }
@@ -87,7 +93,8 @@ def run_dir_of(out: Path, candidate: str) -> Path:
 
 
 def job_done(out: Path, task: str, candidate: str, seed: int) -> bool:
-    variant = "ddpm100" if CANDIDATES[candidate][0] == "diffusion" else "drifting"
+    policy = CANDIDATES[candidate][0]
+    variant = "ddpm100" if policy == "diffusion" else policy
     return any(run_dir_of(out, candidate).glob(f"{task}__cpu__{variant}__seed{seed}*.json"))
 
 
@@ -115,8 +122,11 @@ def work(queue: Path, out: Path, run_root: Path, threads: int = 1) -> int:
 
 
 def _cpu_minutes(run: dict) -> list[float]:
-    """Cumulative training CPU minutes at each evaluation record (from the run folder's log)."""
-    log = Path(run["run_dir"]) / "metrics.jsonl"
+    """Cumulative training CPU minutes at each evaluation record, from the run's training log: the committed copy
+    beside its run file (``<run file>.metrics.jsonl``), else the run folder's."""
+    log = Path(run["_file"]).with_suffix(".metrics.jsonl")
+    if not log.exists():
+        log = Path(run["run_dir"]) / "metrics.jsonl"
     if not log.exists():
         return [float("nan")] * len(eval_records(run["records"]))
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -131,7 +141,7 @@ def collect(out: Path, task: str, k: int) -> dict[str, dict]:
     """{candidate: {"runs", "max", "last_k", "final", "cpu_min", "curves"}} for the run files of ``task``."""
     table = {}
     for folder in sorted(p for p in Path(out).iterdir() if p.is_dir() and p.name in CANDIDATES):
-        runs = [r for r in load_runs(folder) if r["task"] == task and r["variant"] in ("drifting", "ddpm100")]
+        runs = [r for r in load_runs(folder) if r["task"] == task and r["variant"] in ("drifting", "ddpm100", "bc")]
         if not runs:
             continue
         runs.sort(key=lambda r: r["seed"])

@@ -31,10 +31,13 @@ class RandomPolicy(torch.nn.Module):
 
 
 def evaluate_policy(policy, cfg, out: str | Path, n_episodes: int = 50, seed_start: int = 100000, n_videos: int = 2,
-                    sampling_seed: int | None = None, trusted: bool = False, info: dict | None = None) -> dict:
+                    sampling_seed: int | None = None, trusted: bool = False, info: dict | None = None,
+                    n_workers: int | None = None) -> dict:
     """Roll ``policy`` out on ``n_episodes`` test seeds from ``seed_start`` in the env of ``cfg.task``; write
     ``out/metrics.json`` (summary + episodes) and videos. Deterministic: the policy's sampling is seeded with
-    ``sampling_seed`` (default: the task's ``eval.sampling_seed``, as in training). The output folder is created
+    ``sampling_seed`` (default: the task's ``eval.sampling_seed``, as in training); environments step in
+    ``n_workers`` processes (default: the task's ``eval.n_workers``; the results do not depend on it). The output
+    folder is created
     (and checked writable) before the rollouts, so a bad ``out`` fails in a second, not after them."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,8 +48,9 @@ def evaluate_policy(policy, cfg, out: str | Path, n_episodes: int = 50, seed_sta
     resets = [{"seed": seed_start + i} for i in range(n_episodes)]
     results = rollout(policy, env_factory(cfg.task, trusted), resets, cfg.task.n_obs_steps, cfg.task.n_action_steps,
                       n_videos=n_videos, video_dir=out / "videos", batch_size=cfg.task.eval.get("batch_size", 50),
-                      desc="eval", seed=sampling_seed)
-    summary = summarize(results, cfg.task.eval.get("n_stages"), env_mode_statistics(cfg.task))
+                      desc="eval", seed=sampling_seed, n_workers=cfg.task.eval.get("n_workers", 0)
+                      if n_workers is None else n_workers)
+    summary = summarize(results, cfg.task.eval.get("n_stages"), env_mode_statistics(cfg.task, trusted))
     summary |= (info or {}) | {"task": cfg.task.name, "seed_start": seed_start, "sampling_seed": sampling_seed,
                                "torch_threads": torch.get_num_threads()}
     atomic_write_json(out / "metrics.json", {"summary": summary, "episodes": results})
@@ -56,7 +60,7 @@ def evaluate_policy(policy, cfg, out: str | Path, n_episodes: int = 50, seed_sta
 def evaluate_checkpoint(checkpoint, n_episodes: int = 50, seed_start: int = 100000, n_videos: int = 2,
                         out: str | Path | None = None, task: str | None = None, sampler: str | None = None,
                         num_inference_steps: int | None = None, device: str = "cpu",
-                        sampling_seed: int | None = None) -> dict:
+                        sampling_seed: int | None = None, n_workers: int | None = None) -> dict:
     """``evaluate_policy`` for a checkpoint's EMA weights (DDPM / DDIM chosen with ``sampler``); ``out`` defaults to
     ``<run>/eval/<checkpoint name>``. Nothing the checkpoint's config names is imported or executed."""
     policy, cfg = load_policy(checkpoint, task, device)
@@ -68,7 +72,8 @@ def evaluate_checkpoint(checkpoint, n_episodes: int = 50, seed_start: int = 1000
         policy.set_sampler(sampler, num_inference_steps or policy.num_inference_steps)
         info |= {"sampler": sampler, "num_inference_steps": policy.num_inference_steps}
     out = Path(out) if out is not None else folder.parent.parent / "eval" / folder.name
-    return evaluate_policy(policy, cfg, out, n_episodes, seed_start, n_videos, sampling_seed, trusted=False, info=info)
+    return evaluate_policy(policy, cfg, out, n_episodes, seed_start, n_videos, sampling_seed, trusted=False, info=info,
+                           n_workers=n_workers)
 
 
 def evaluate_random(task_cfg_root, out: str | Path, n_episodes: int = 50, seed_start: int = 100000,

@@ -7,6 +7,7 @@ scores each as Diffusion Policy does: the maximum of ``info["score"]`` over the 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import deque
 from pathlib import Path
@@ -16,6 +17,8 @@ import imageio
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from drifting_policy.evaluation.workers import WORKER_DIED, LocalEnvs, WorkerEnvs
 
 
 class MultiStepWrapper(gym.Wrapper):
@@ -73,15 +76,16 @@ def obs_to_torch(obs_list: list[dict[str, np.ndarray]], shape_meta: dict) -> dic
     return out
 
 
-def _write_video(frames: list, path: Path, env_name: str) -> Path | None:
-    """Write an episode's frames as mp4; a missing frame or a failed write warns (a video never ends a training run)."""
+def _write_video(frames: list, path: Path, env_name: str, fps: float = 10) -> Path | None:
+    """Write an episode's frames as mp4 at the env's control rate (``metadata["render_fps"]``: PushT 10 Hz,
+    robosuite 20 Hz); a missing frame or a failed write warns (a video never ends a training run)."""
     if not frames or any(f is None for f in frames):
         warnings.warn(f"{env_name}.render() returned no frame (construct it with render_mode='rgb_array'): "
                       f"{path.name} not written", stacklevel=2)
         return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        imageio.mimsave(path, frames, fps=10, macro_block_size=1)
+        imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
     except Exception as e:  # ENOMEM forking ffmpeg from a large process; without imageio-ffmpeg imageio picks a
         # writer that rejects fps (TypeError)
         warnings.warn(f"video {path} not written ({type(e).__name__}: {e}); mp4 needs the imageio-ffmpeg package", stacklevel=2)
@@ -103,85 +107,105 @@ def _scalar_info(info: dict) -> dict:
     return keep
 
 
+def _wrapped(make_env, n_obs_steps: int, n_action_steps: int, record: bool) -> MultiStepWrapper:
+    return MultiStepWrapper(make_env(), n_obs_steps, n_action_steps, record=record)
+
+
 @torch.no_grad()
 def rollout(policy, make_env, resets: list[dict], n_obs_steps: int, n_action_steps: int, n_videos: int = 0,
-            video_dir: Path | None = None, batch_size: int = 50, desc: str = "rollout", seed: int = 0) -> list[dict]:
+            video_dir: Path | None = None, batch_size: int = 50, desc: str = "rollout", seed: int = 0,
+            n_workers: int = 0) -> list[dict]:
     """Run one episode per entry of ``resets`` (keyword arguments of ``env.reset``, e.g. ``{"seed": 100000}``).
 
     Returns one dict per episode: score (max over the episode), success, n_completed, length, the final info's
-    scalars, and ``video`` (a path) for the first ``n_videos`` episodes.
+    scalars, ``error`` if its environment raised (the episode counts as failed), and ``video`` (a path) for the
+    first ``n_videos`` episodes.
 
-    Deterministic given its arguments: the policy's sampling noise comes from torch's global generator, seeded with
-    ``seed`` inside a forked RNG state, so the caller's (training's) random stream is left exactly as it was and the
-    same checkpoint on the same resets scores the same every time.
+    ``batch_size`` episodes run in lockstep with one policy call per step; ``n_workers`` > 1 steps their
+    environments in that many worker processes (``make_env`` must then be picklable, as ``factory.env_factory``'s
+    is). Deterministic given its arguments, with or without workers: the policy's sampling noise comes from torch's
+    global generator, seeded with ``seed`` inside a forked RNG state, so the caller's (training's) random stream is
+    left exactly as it was and the same checkpoint on the same resets scores the same every time.
     """
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    make_wrapped = functools.partial(_wrapped, make_env, n_obs_steps, n_action_steps)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        return _rollout(policy, make_env, resets, n_obs_steps, n_action_steps, n_videos, video_dir, batch_size, desc)
-
-
-def _rollout(policy, make_env, resets, n_obs_steps, n_action_steps, n_videos, video_dir, batch_size, desc):
-    results: list[dict] = []
-    policy.eval()
-    bar = tqdm(total=len(resets), desc=desc, leave=False)
-    for first in range(0, len(resets), batch_size):
-        chunk = resets[first : first + batch_size]
-        envs: list[MultiStepWrapper] = []
-        try:
-            envs = [MultiStepWrapper(make_env(), n_obs_steps, n_action_steps, record=first + i < n_videos)
-                    for i in range(len(chunk))]
-            results += _run_episodes(policy, envs, chunk, first, video_dir, bar)
-        finally:  # free the simulators (and their GL contexts), also when something failed
-            for env in envs:
-                env.close()
-    bar.close()
+        results: list[dict] = []
+        policy.eval()
+        bar = tqdm(total=len(resets), desc=desc, leave=False)
+        for first in range(0, len(resets), batch_size):
+            chunk = resets[first : first + batch_size]
+            record = [first + i < n_videos for i in range(len(chunk))]
+            workers = min(n_workers, len(chunk))
+            envs = (WorkerEnvs(make_wrapped, len(chunk), record, workers) if workers > 1
+                    else LocalEnvs(make_wrapped, len(chunk), record))
+            try:
+                done = _run_episodes(policy, envs, chunk, first, video_dir, bar)
+            finally:  # free the simulators (and their GL contexts), also when something failed
+                envs.close()
+            for i, result in enumerate(done):  # a dead worker took these along: each again, alone
+                if result.get("error", "").startswith(WORKER_DIED):
+                    alone = WorkerEnvs(make_wrapped, 1, [record[i]], 1)
+                    try:
+                        done[i] = _run_episodes(policy, alone, [chunk[i]], first + i, video_dir, None)[0]
+                        done[i]["rerun_alone"] = True
+                        if "error" in done[i]:
+                            warnings.warn(f"episode {first + i} ({chunk[i]}) ended its worker process, also when run "
+                                          f"alone: {done[i]['error']}", stacklevel=2)
+                    finally:
+                        alone.close()
+            results += done
+        bar.close()
     return results
 
 
-def _run_episodes(policy, envs, resets, first, video_dir, bar) -> list[dict]:
+def _run_episodes(policy, envs, resets: list[dict], first: int, video_dir, bar) -> list[dict]:
     """Step ``envs`` in lockstep, one batched policy call per step. An episode whose environment raises is ended
     and reported as failed (``error``), without losing the others."""
-    done = [False] * len(envs)
-    obs: list = [None] * len(envs)
-    final_info: list[dict] = [{} for _ in envs]
-    errors: list[str | None] = [None] * len(envs)
+    n = len(resets)
+    done, final_info = [False] * n, [{} for _ in range(n)]
+    errors: list[str | None] = [None] * n
+    obs: list = [None] * n
 
-    def fail(i: int, e: Exception) -> None:
-        errors[i], done[i] = f"{type(e).__name__}: {e}", True
-        warnings.warn(f"episode {first + i} ({resets[i]}) ended by an environment error: {errors[i]}", stacklevel=3)
-        bar.update(1)
+    def fail(i: int, message: str) -> None:
+        errors[i], done[i] = message, True
+        if not message.startswith(WORKER_DIED):  # those are rerun alone (rollout); their own rerun reports
+            warnings.warn(f"episode {first + i} ({resets[i]}) ended by an environment error: {message}", stacklevel=3)
+        if bar is not None:
+            bar.update(1)
 
-    for i, (env, kw) in enumerate(zip(envs, resets)):
-        try:
-            obs[i] = env.reset(**kw)[0]
-        except Exception as e:  # noqa: BLE001 (a simulator can raise anything; the episode is what fails)
-            fail(i, e)
+    for i, (ok, value) in enumerate(envs.reset(resets)):
+        if ok:
+            obs[i] = value
+        else:
+            fail(i, value)
     while not all(done):
-        active = [i for i, d in enumerate(done) if not d]
+        active = [i for i in range(n) if not done[i]]
         actions = policy.predict_action(obs_to_torch([obs[i] for i in active], policy.shape_meta))["action"]
-        for i, action in zip(active, actions.cpu().numpy()):
-            try:
-                obs[i], _, terminated, truncated, final_info[i] = envs[i].step(action)
-            except Exception as e:  # noqa: BLE001
-                fail(i, e)
+        for i, (ok, value) in envs.step(dict(zip(active, actions.cpu().numpy()))).items():
+            if not ok:
+                fail(i, value)
                 continue
+            obs[i], _, terminated, truncated, final_info[i] = value
             if terminated or truncated:
                 done[i] = True
-                bar.update(1)
-    for env in envs:  # before forking ffmpeg for the videos
-        env.close()
+                if bar is not None:
+                    bar.update(1)
     results = []
-    for i, (env, kw) in enumerate(zip(envs, resets)):
+    for i, (end, kw) in enumerate(zip(envs.finish(), resets)):
+        end = end or {"max_score": 0.0, "success": False, "n_completed": 0, "length": 0, "frames": None}
+        if errors[i] is not None:
+            end |= {"max_score": 0.0, "success": False}
         result = _scalar_info(final_info[i]) | {
             "reset": {k: (v if isinstance(v, int) else "state") for k, v in kw.items()},
-            "score": env.max_score if errors[i] is None else 0.0, "success": env.success and errors[i] is None,
-            "n_completed": env.n_completed, "length": env.length,
+            "score": end["max_score"], "success": end["success"], "n_completed": end["n_completed"],
+            "length": end["length"],
         }
         if errors[i] is not None:
             result["error"] = errors[i]
-        if env.record and video_dir is not None:
-            path = _write_video(env.frames, video_dir / f"episode_{first + i:03d}.mp4", type(env.env.unwrapped).__name__)
+        if end["frames"] is not None and video_dir is not None:
+            path = _write_video(end["frames"], video_dir / f"episode_{first + i:03d}.mp4", end["env_name"], end["fps"])
             if path is not None:
                 result["video"] = str(path)
         results.append(result)

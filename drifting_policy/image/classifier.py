@@ -6,19 +6,17 @@ Inception is meaningless and slow on CPU; its argmax gives the class-conditional
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from drifting_policy.image.metrics import frechet_from_features, kid
+from drifting_policy.utils.checkpoint import load_weights
+from drifting_policy.utils.io import atomic_folder, atomic_write_json, atomic_write_tensors, read_json
 
 
 class SmallClassifier(nn.Module):
@@ -62,14 +60,9 @@ def train_classifier(x, y, num_classes: int, steps: int = 1500, batch: int = 128
         opt.step()
     model.eval()
     if out_dir:
-        out = Path(out_dir)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        save_file(model.state_dict(), str(tmp / "classifier.safetensors"))
-        (tmp / "classifier.json").write_text(json.dumps(model.args))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        with atomic_folder(out_dir, replace=True) as tmp:  # the metrics of a run read a complete classifier
+            atomic_write_tensors(tmp / "classifier.safetensors", model.state_dict())
+            atomic_write_json(tmp / "classifier.json", model.args)
     return model
 
 
@@ -77,9 +70,9 @@ def load_classifier(path: str | Path) -> SmallClassifier:
     path = Path(path)
     for f in ("classifier.json", "classifier.safetensors"):
         if not (path / f).exists():
-            raise FileNotFoundError(f"{path / f}: missing; train it with scripts/sample_image.py --train-classifier")
-    model = SmallClassifier(**json.loads((path / "classifier.json").read_text()))
-    model.load_state_dict(load_file(str(path / "classifier.safetensors")))
+            raise FileNotFoundError(f"{path / f}: missing; train it with scripts/sample_image.py sample.train_classifier=DIR")
+    model = SmallClassifier(**read_json(path / "classifier.json"))
+    load_weights(model, path / "classifier.safetensors")
     return model.eval()
 
 

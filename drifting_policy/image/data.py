@@ -7,13 +7,13 @@ own torch.Generator, whose state goes into checkpoints, so resuming reproduces t
 from __future__ import annotations
 
 import gzip
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from drifting_policy.utils.io import atomic_folder, atomic_write_json, read_json
 
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGENET_EXT = (".jpeg", ".jpg", ".png")
@@ -173,8 +173,8 @@ def cache_latents(root: str, vae_path: str, out_dir: str, size: int = 256, batch
     """Encode an ImageNet folder with a LOCAL diffusers AutoencoderKL; store the posterior moments.
 
     Writes ``moments.npy`` (N', 8, h, w) float16 (mean | std), ``labels.npy`` (N',) and ``meta.json``
-    (scaling factor, wnids) into ``out_dir`` atomically (a temp folder renamed at the end). With ``flip`` each image
-    is stored twice (as is and mirrored), N' = 2N.
+    (scaling factor, wnids) into ``out_dir`` atomically (a temporary folder renamed at the end). With ``flip``
+    each image is stored twice (as is and mirrored), N' = 2N.
     """
     from diffusers import AutoencoderKL
     from tqdm import tqdm
@@ -184,30 +184,25 @@ def cache_latents(root: str, vae_path: str, out_dir: str, size: int = 256, batch
     vae = AutoencoderKL.from_pretrained(vae_path, local_files_only=True).to(device).eval()
     paths, labels, wnids = scan_imagenet(root, split)
     copies = 2 if flip else 1
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=False)
     down = 2 ** (len(vae.config.block_out_channels) - 1)
     ch = vae.config.latent_channels
-    moments = np.lib.format.open_memmap(tmp / "moments.npy", mode="w+", dtype=np.float16,
-                                        shape=(copies * len(paths), 2 * ch, size // down, size // down))
-    with torch.no_grad():
-        for s in tqdm(range(0, len(paths), batch_size), desc="caching latents"):
-            x = torch.stack([load_image(p, size) for p in paths[s : s + batch_size]]).to(device)
-            for c in range(copies):
-                dist = vae.encode(x.flip(-1) if c else x).latent_dist
-                m = torch.cat([dist.mean, dist.std], 1).cpu().numpy().astype(np.float16)
-                moments[c * len(paths) + s : c * len(paths) + s + len(x)] = m
-    moments.flush()
-    del moments
-    np.save(tmp / "labels.npy", np.tile(np.asarray(labels, dtype=np.int64), copies))
-    meta = {"scaling_factor": float(vae.config.scaling_factor), "wnids": wnids, "vae_path": str(vae_path),
-            "size": size, "flip": flip, "latent_channels": ch}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    if out.exists():
-        raise FileExistsError(f"{out}: latent cache already exists; remove it to rebuild")
-    tmp.rename(out)
-    return out
+    with atomic_folder(out_dir) as tmp:  # refuses an existing cache before hours of encoding, not after
+        moments = np.lib.format.open_memmap(tmp / "moments.npy", mode="w+", dtype=np.float16,
+                                            shape=(copies * len(paths), 2 * ch, size // down, size // down))
+        with torch.no_grad():
+            for s in tqdm(range(0, len(paths), batch_size), desc="caching latents"):
+                x = torch.stack([load_image(p, size) for p in paths[s : s + batch_size]]).to(device)
+                for c in range(copies):
+                    dist = vae.encode(x.flip(-1) if c else x).latent_dist
+                    m = torch.cat([dist.mean, dist.std], 1).cpu().numpy().astype(np.float16)
+                    moments[c * len(paths) + s : c * len(paths) + s + len(x)] = m
+        moments.flush()
+        del moments
+        np.save(tmp / "labels.npy", np.tile(np.asarray(labels, dtype=np.int64), copies))
+        atomic_write_json(tmp / "meta.json", {"scaling_factor": float(vae.config.scaling_factor), "wnids": wnids,
+                                              "vae_path": str(vae_path), "size": size, "flip": flip,
+                                              "latent_channels": ch})
+    return Path(out_dir)
 
 
 class LatentSource(TensorSource):
@@ -218,8 +213,8 @@ class LatentSource(TensorSource):
         for f in ("moments.npy", "labels.npy", "meta.json"):
             if not (cache / f).exists():
                 raise FileNotFoundError(f"{cache / f}: missing; build the cache with scripts/train_image.py "
-                                        "--cache-latents")
-        self.meta = json.loads((cache / "meta.json").read_text())
+                                        "cache_latents.root=IMAGENET cache_latents.vae=SD_VAE")
+        self.meta = read_json(cache / "meta.json")
         # Memory-mapped: the ImageNet cache is ~40 GB; only the drawn rows are read.
         self.x = np.load(cache / "moments.npy", mmap_mode="r")
         self.y = torch.from_numpy(np.load(cache / "labels.npy"))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from drifting_policy.image.encoders import LatentMAE
 from drifting_policy.image.features import feature_sets
@@ -96,8 +95,3 @@ def dry_run(cfg) -> dict:
           f"{d.n_pos} positives, {d.n_unc} unconditional negatives per class")
     return report
 
-
-if __name__ == "__main__":
-    import sys
-
-    dry_run(OmegaConf.load(sys.argv[1]))

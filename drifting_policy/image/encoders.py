@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from drifting_policy.utils.io import atomic_write_json, atomic_write_tensors, read_json, read_tensors
+from drifting_policy.utils.checkpoint import load_weights
+from drifting_policy.utils.io import atomic_write_json, atomic_write_tensors, read_json
 
 
 def group_norm(ch: int) -> nn.GroupNorm:
@@ -156,6 +157,6 @@ def load_encoder(path: str | Path, device="cpu") -> LatentMAE:
         raise FileNotFoundError(f"{path / 'encoder.json'}: missing; train the encoder first (scripts/train_image_encoder.py)")
     args = read_json(path / "encoder.json")
     model = LatentMAE(**{**args, "blocks": tuple(args["blocks"])})
-    model.load_state_dict(read_tensors(path / "encoder.safetensors"))
+    load_weights(model, path / "encoder.safetensors")
     model.requires_grad_(False)
     return model.to(device).eval()

@@ -22,16 +22,12 @@ def real_eval_images(dcfg) -> torch.Tensor:
     raise ValueError(f"small-data evaluation supports data.kind fmnist or digits, not {dcfg.kind!r}")
 
 
-def with_weights(model, weights: dict[str, torch.Tensor]):
-    m = copy.deepcopy(model)
-    m.load_state_dict(weights)
-    return m.eval()
-
-
-def evaluate_run(cfg, model, ema: dict[str, torch.Tensor], step: int, grid_per_class: int = 10) -> dict[str, float]:
+def evaluate_run(cfg, ema_model, step: int, grid_per_class: int = 10) -> dict[str, float]:
+    """Metrics of ``ema_model`` (the EMA generator) at ``step``; sampled on the CPU, on a copy, so that training's
+    modules stay where they are."""
     ec = cfg.eval
     clf = load_classifier(ec.classifier)
-    net = with_weights(model, ema).cpu()
+    net = copy.deepcopy(ema_model).cpu().eval()
     labels = class_grid_labels(cfg.data.num_classes, ec.n_per_class)
     real = real_eval_images(cfg.data)
     grid_idx = (torch.arange(cfg.data.num_classes).unsqueeze(1) * ec.n_per_class

@@ -220,5 +220,18 @@ def build_dit(size: str | DiTSize, num_classes: int, device=None, **kw) -> DiT:
         return DiT(size, num_classes, **kw)
 
 
+def build_generator(cfg) -> DiT:
+    """The generator an image config describes (``model.size``, ``model.n_context``, ``data.num_classes``; the
+    flow-matching baseline is time-conditioned), checked against the config's data shape. Built on the CPU, so
+    the initial weights of a seed are the same whatever device trains them."""
+    model = build_dit(cfg.model.size, cfg.data.num_classes, n_context=cfg.model.get("n_context", 16),
+                      time_conditioned=cfg.method == "flow_matching")
+    s, dc = model.size, cfg.data
+    if (s.channels, s.image_size) != (dc.channels, dc.image_size):
+        raise ValueError(f"model.size {cfg.model.size} makes {s.channels}x{s.image_size}^2 samples but data is "
+                         f"{dc.channels}x{dc.image_size}^2")
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

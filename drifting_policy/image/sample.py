@@ -1,15 +1,34 @@
-"""One-step sampling (drifting, 1 NFE at a chosen CFG scale; flow matching with Euler steps), npz and PNG grids."""
+"""One-step sampling (drifting, 1 NFE at a chosen CFG scale; flow matching with Euler steps), npz and PNG grids,
+and the generator of a training checkpoint."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from drifting_policy.image.flow_matching import euler_sample
+from drifting_policy.image.models import build_generator
+from drifting_policy.utils import checkpoint as ckpt
+from drifting_policy.utils.io import atomic_write
+
+WEIGHTS = ("ema", "model")
+
+
+def load_generator(path: str | Path, weights: str = "ema", device="cpu"):
+    """(generator in eval mode with the checkpoint's ``weights``, the run's config, the checkpoint folder) from a
+    checkpoint folder, a ``checkpoints/`` folder or a run folder (its newest checkpoint). Only ``config.yaml`` and
+    safetensors files are read: nothing from a checkpoint is unpickled or executed."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}; got {weights!r}")
+    folder = ckpt.checkpoint_folder(path)
+    cfg = OmegaConf.create(ckpt.read_config(folder))
+    model = build_generator(cfg)
+    ckpt.load_weights(model, folder / f"{weights}.safetensors")
+    return model.to(device).eval(), cfg, folder
 
 
 @torch.no_grad()
@@ -53,22 +72,19 @@ def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int, pad: int 
     for i, im in enumerate(images_uint8.permute(0, 2, 3, 1).numpy()):
         r, k = divmod(i, nrow)
         grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = im
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    Image.fromarray(grid[..., 0] if c == 1 else grid).save(tmp)
-    tmp.replace(path)
-    return path
+    image = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def save_npz(images_uint8: torch.Tensor, labels: torch.Tensor, path: str | Path) -> Path:
     """``arr_0`` (N, H, W, C) uint8 (the layout the ADM FID suite reads) and ``labels`` (N,)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, arr_0=images_uint8.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
-    tmp.replace(path)
-    return path
+    arrays = {"arr_0": images_uint8.permute(0, 2, 3, 1).numpy(), "labels": labels.numpy()}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append ".npz" to the temp name
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
 
 
 def class_grid_labels(num_classes: int, per_class: int) -> torch.Tensor:

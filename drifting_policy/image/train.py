@@ -4,7 +4,11 @@ Per step N_c class labels are drawn for the whole (global) batch and split evenl
 gets N_gen generated samples, N_pos positives from its class queue and N_unc unconditional negatives from the
 global queue, weighted for training-time CFG with a per-class alpha. One batched tensor holds all class groups.
 
-    torchrun --nproc_per_node=2 scripts/train_image.py --config configs/image/fmnist_cpu.yaml
+Checkpoints are the package's checkpoint folders (utils/checkpoint.py): ``<out_dir>/checkpoints/step_XXXXXXXX/``
+with the model, the EMA, the optimizer, each rank's queues and data stream (``rank_tensors``) and the world size;
+a resumed run continues bit for bit as an uninterrupted one with the same number of processes.
+
+    torchrun --nproc_per_node=2 scripts/train_image.py --config-name fmnist_cpu
 """
 
 from __future__ import annotations
@@ -20,25 +24,25 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from drifting_policy.image import data as D
-from drifting_policy.image.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from drifting_policy.image.encoders import load_encoder
 from drifting_policy.image.flow_matching import flow_matching_loss
-from drifting_policy.image.models import build_dit, count_parameters
+from drifting_policy.image.models import build_generator, count_parameters
 from drifting_policy.image.objective import drifting_objective
 from drifting_policy.image.queue import QUEUE_DTYPES, ClassQueue, GlobalQueue, cfg_negative_weight, sample_cfg_alpha
-from drifting_policy.utils.distributed import all_mean, broadcast_module, init_from_env, world
+from drifting_policy.utils import checkpoint as ckpt
+from drifting_policy.utils.distributed import all_mean, broadcast_module, init_from_env, wants_cuda, world
+from drifting_policy.utils.ema import EMA
+from drifting_policy.utils.io import atomic_write_text
 
 REQUIRED = ("method", "seed", "out_dir", "data", "model", "drift", "optim", "train")
 
 
-def load_config(path: str, overrides: list[str] | None = None):
-    cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
+def check_config(cfg) -> None:
     for key in REQUIRED:
         if key not in cfg:
-            raise KeyError(f"{path}: missing top-level key {key!r} (expected {REQUIRED})")
+            raise KeyError(f"image config: missing top-level key {key!r} (expected {REQUIRED})")
     if cfg.method not in ("drifting", "flow_matching"):
-        raise ValueError(f"{path}: method must be 'drifting' or 'flow_matching'; got {cfg.method!r}")
-    return cfg
+        raise ValueError(f"image config: method must be 'drifting' or 'flow_matching'; got {cfg.method!r}")
 
 
 def mix(*ints: int) -> int:
@@ -81,7 +85,7 @@ def step_batch(cfg, step: int, model, class_q: ClassQueue, global_q: GlobalQueue
     return batch
 
 
-def train_step(model, opt, encoder, batch: dict, cfg, step: int, ema: dict | None = None) -> dict:
+def train_step(model, opt, encoder, batch: dict, cfg, step: int, ema: EMA | None = None) -> dict:
     """One optimisation step on this rank's slice; with DDP the update equals one process on the global batch."""
     _, size = world()
     G, Ng = batch["noise"].shape[:2]
@@ -110,15 +114,7 @@ def train_step(model, opt, encoder, batch: dict, cfg, step: int, ema: dict | Non
     opt.step()
     opt.zero_grad(set_to_none=True)
     if ema is not None:
-        with torch.no_grad():
-            params = dict(model.named_parameters())
-            if isinstance(model, DistributedDataParallel):
-                params = {k.removeprefix("module."): v for k, v in params.items()}
-            # ema_warmup: decay (1 + step) / (10 + step) until it reaches optim.ema, so that early evaluations are
-            # of a recent average rather than mostly of the initial weights (off: a constant decay from step 0)
-            decay = min(oc.ema, (1 + step) / (10 + step)) if oc.get("ema_warmup", False) else oc.ema
-            for k, v in ema.items():
-                v.lerp_(params[k].detach(), 1.0 - decay)
+        ema.update(model.module if isinstance(model, DistributedDataParallel) else model)
     return {"loss": float(loss.detach()) if cfg.method == "drifting" else all_mean(float(loss.detach()), device),
             "lr": lr, "grad_norm": float(grad_norm), **logs}
 
@@ -136,12 +132,7 @@ def build_everything(cfg, device):
     rank, size = world()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     dc = cfg.data
-    model = build_dit(cfg.model.size, dc.num_classes, n_context=cfg.model.get("n_context", 16),
-                      time_conditioned=cfg.method == "flow_matching").to(device)
-    s = model.size
-    if (s.channels, s.image_size) != (dc.channels, dc.image_size):
-        raise ValueError(f"model.size {cfg.model.size} makes {s.channels}x{s.image_size}^2 samples but data is "
-                         f"{dc.channels}x{dc.image_size}^2")
+    model = build_generator(cfg).to(device)
     enc_dir = cfg.get("encoder", {}).get("checkpoint")
     encoder = load_encoder(enc_dir, device) if (enc_dir and cfg.method == "drifting") else None
     if encoder is not None:
@@ -156,32 +147,100 @@ def build_everything(cfg, device):
     return model, encoder, source, class_q, global_q, opt
 
 
+def make_ema(cfg, model) -> EMA:
+    """optim.ema_warmup: decay (1 + t) / (10 + t) up to optim.ema ("rampup"), so that early evaluations are of a
+    recent average rather than of the first weights; off: the constant optim.ema ("constant")."""
+    return EMA(model, cfg.optim.ema, "rampup" if cfg.optim.get("ema_warmup", False) else "constant")
+
+
+def save_checkpoint(run: Path, step: int, model, ema: EMA, opt, queues: tuple, config: dict) -> Path:
+    """Every rank calls it: rank 0 writes the shared files, each rank its queues and data stream."""
+    rank, size = world()
+    class_q, global_q, source = queues
+    state = {"step": step, "world_size": size, "ema_step": ema.steps}
+    return ckpt.save_folder(run / "checkpoints" / f"step_{step:08d}",
+                            {"model": model.state_dict(), "ema": ema.sync(model).state_dict()}, config, state, opt,
+                            {**class_q.state_dict("class_q."), **global_q.state_dict("global_q."), **source.state_dict()},
+                            rank, size)
+
+
+def load_checkpoint(folder: Path, model, ema: EMA, opt, queues: tuple) -> int:
+    """Restore everything ``save_checkpoint`` wrote, in place; return the step to continue from."""
+    rank, size = world()
+    state = ckpt.read_state(folder)
+    if state.get("world_size") != size:
+        raise ValueError(f"{folder}/{ckpt.STATE}/state.json: world_size {state.get('world_size')}, but this run has "
+                         f"{size} processes; exact resume needs the same number (queues and data streams are per "
+                         "process): relaunch with that many, or start a new out_dir")
+    ckpt.load_weights(model, folder / "model.safetensors")
+    ckpt.load_weights(ema.module, folder / "ema.safetensors")
+    ema.restore(ema.module.state_dict(), state["ema_step"])
+    ckpt.load_optimizer(opt, folder)
+    # Every draw of a step has its own generator (seeded by step, or saved per rank below), so the global
+    # generators matter only to code outside the step; they continue rank 0's stream.
+    ckpt.set_rng_state(folder, state["rng"])
+    class_q, global_q, source = queues
+    tensors = ckpt.read_rank_tensors(folder, rank)
+    class_q.load_state_dict(tensors, "class_q.")
+    global_q.load_state_dict(tensors, "global_q.")
+    source.load_state_dict(tensors)
+    return int(state["step"])
+
+
+# config keys a resumed image run may change: they do not alter what is trained (the lr is constant after warmup,
+# so train.steps only says where to stop)
+IMAGE_RESUMABLE_CHANGES = ("train.steps", "train.resume", "train.log_every", "train.ckpt_every", "eval", "sample", "threads", "device",
+                           "dry_run")
+
+
+def find_resume_point(cfg, run: Path) -> Path | None:
+    """The checkpoint to continue from (train.resume, the default), or None for a fresh run; refuses to train over
+    an existing run with train.resume=false, and explains a run folder of the retired ``ckpt/`` format."""
+    root = run / "checkpoints"
+    if (run / "ckpt" / "last").exists() and not root.exists():
+        raise FileExistsError(f"{run}/ckpt/ holds checkpoints of the retired image format; this version writes and "
+                              f"resumes {root}/. Train into another out_dir")
+    if not cfg.train.get("resume", True):
+        if root.exists():
+            raise FileExistsError(f"{root} exists and train.resume=false: continue it with train.resume=true, or "
+                                  "choose another out_dir")
+        return None
+    return ckpt.find_last(root) if root.is_dir() else None
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of ``step`` and before: a resumed run logs the steps after its checkpoint again."""
+    if path.is_file():
+        rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
+        atomic_write_text(path, "".join(r + "\n" for r in rows))
+
+
 def train(cfg) -> Path:
-    device = init_from_env()
+    check_config(cfg)
+    device = init_from_env(wants_cuda(cfg.get("device", "auto")))
     rank, size = world()
     if cfg.get("eval") and cfg.eval.get("every"):
         clf = Path(cfg.eval.classifier) / "classifier.safetensors"
         if not clf.exists():  # fail now, not at the first evaluation an hour in
             raise FileNotFoundError(f"eval.classifier: {clf} missing; train it with scripts/sample_image.py "
-                                    "--train-classifier DIR, or set eval.every=0")
+                                    "sample.train_classifier=DIR, or set eval.every=0")
     model, encoder, source, class_q, global_q, opt = build_everything(cfg, device)
+    queues = (class_q, global_q, source)
     run = Path(cfg.out_dir)
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ema = make_ema(cfg, model)
+    last = find_resume_point(cfg, run)
     start = 0
-    ck = latest_checkpoint(run) if cfg.train.get("resume", True) else None
-    if ck is not None:
-        start, saved_ema, rs = load_checkpoint(ck, model, opt, rank, size)
-        ema = {k: v.to(device) for k, v in saved_ema.items()}
-        class_q.load_state_dict(rs, "class_q.")
-        global_q.load_state_dict(rs, "global_q.")
-        source.load_state_dict(rs)
+    if last is not None:
+        ckpt.check_resumable(last, OmegaConf.to_container(cfg, resolve=True), IMAGE_RESUMABLE_CHANGES)
+        start = load_checkpoint(last, model, ema, opt, queues)
     else:
         need = max(cfg.drift.n_pos, cfg.drift.n_gen if cfg.method == "flow_matching" else 0)
         fill_queues(source, class_q, global_q, need, cfg.data.push_per_step)
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
+        truncate_log(run / "log.jsonl", start)
         print(f"[train_image] {cfg.method} {cfg.model.size}: {count_parameters(model) / 1e6:.2f}M params, "
-              f"world {size}, device {device}, start step {start}")
+              f"world {size}, device {device}, start step {start}" + (f" ({last})" if last else ""))
     net = DistributedDataParallel(model) if size > 1 else model
     log_f = open(run / "log.jsonl", "a") if rank == 0 else None
     bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, disable=rank != 0)
@@ -201,14 +260,14 @@ def train(cfg) -> Path:
             log_f.flush()
             bar.set_postfix(loss=f"{logs['loss']:.4f}", s=f"{logs['sec_per_step']:.2f}")
         if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(f"non-finite loss at step {done}: {logs}")
+            raise FloatingPointError(f"non-finite loss at step {done}: {logs}; the last checkpoint in "
+                                     f"{run / 'checkpoints'} is from before it")
         if done % cfg.train.ckpt_every == 0 or done == cfg.train.steps:
-            rank_state = {**class_q.state_dict("class_q."), **global_q.state_dict("global_q."), **source.state_dict()}
-            save_checkpoint(run, done, model, ema, opt, rank_state, config, rank, size)
+            save_checkpoint(run, done, model, ema, opt, queues, config)
             if rank == 0 and cfg.get("eval") and cfg.eval.get("every") and done % cfg.eval.every == 0:
                 from drifting_policy.image.evaluate import evaluate_run
 
-                metrics = evaluate_run(cfg, model, ema, done)
+                metrics = evaluate_run(cfg, ema.module, done)
                 log_f.write(json.dumps({"step": done, **metrics}) + "\n")
                 log_f.flush()
     if log_f is not None:

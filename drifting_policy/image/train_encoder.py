@@ -1,7 +1,8 @@
 """Train the latent-MAE feature encoder (masked reconstruction, optional classification fine-tune).
 
-The run's config has an ``encoder`` block (width, blocks, steps, batch, lr, ...). The EMA weights are written as
-``<encoder.checkpoint>/encoder.safetensors`` + ``encoder.json`` (constructor arguments), atomically.
+The run's config has an ``encoder`` block (width, blocks, steps, batch, lr, ema, ...). The EMA weights (constant
+decay ``encoder.ema``; the first update copies the weights) are written as ``<encoder.checkpoint>/encoder.safetensors``
++ ``encoder.json`` (constructor arguments), atomically.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from tqdm import tqdm
 
 from drifting_policy.image.data import build_source
 from drifting_policy.image.encoders import LatentMAE, save_encoder
-from drifting_policy.utils.distributed import init_from_env, world
+from drifting_policy.utils.distributed import init_from_env, wants_cuda, world
+from drifting_policy.utils.ema import EMA
 
 
 def train_encoder(cfg) -> Path:
     """MAE pre-training for ``encoder.steps`` steps, then ``encoder.finetune_steps`` steps whose loss mixes in
     cross-entropy with a weight ramping linearly 0 -> ``encoder.ce_weight``."""
-    device = init_from_env()
+    device = init_from_env(wants_cuda(cfg.get("device", "auto")))
     rank, size = world()
     ec, dc = cfg.encoder, cfg.data
     torch.manual_seed(cfg.seed)
@@ -30,7 +32,8 @@ def train_encoder(cfg) -> Path:
             "num_classes": dc.num_classes if ec.get("finetune_steps", 0) else 0, "input_patch": ec.get("input_patch", 1)}
     model = LatentMAE(**{**args, "blocks": tuple(ec.blocks)}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=ec.lr, betas=(0.9, 0.95), weight_decay=ec.weight_decay)
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # LatentMAE keeps no buffers (GroupNorm only), so averaging the parameters averages all of its state.
+    ema = EMA(model, ec.get("ema", 0.999), "constant")
     source = build_source(dc, cfg.seed + 104729 + rank, rank, size)
     mask_gen = torch.Generator(device).manual_seed(cfg.seed + rank)
     total = ec.steps + ec.get("finetune_steps", 0)
@@ -64,10 +67,7 @@ def train_encoder(cfg) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                if v.dtype.is_floating_point:
-                    ema[k].lerp_(v, 1.0 - ec.get("ema", 0.999))
+        ema.update(model)
         if rank == 0 and ((step + 1) % cfg.train.log_every == 0 or step + 1 == total):
             log.write(json.dumps({"step": step + 1, "lr": lr, "sec_per_step": time.perf_counter() - t0,
                                   "cpu_sec_per_step": time.process_time() - c0, **logs}) + "\n")
@@ -75,5 +75,5 @@ def train_encoder(cfg) -> Path:
             bar.set_postfix(mae=f"{logs['mae']:.4f}")
     if rank == 0:
         log.close()
-        save_encoder(model, args, out, ema)
+        save_encoder(model, args, out, ema.sync(model).state_dict())
     return out

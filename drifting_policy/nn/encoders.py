@@ -1,17 +1,24 @@
 """Observation encoders built from ``shape_meta``.
 
 ``ObsEncoder`` maps a dict of normalised observations ``{key: (N, ...)}`` to one feature vector ``(N, F)``:
-low-dim keys are concatenated (then optionally through a small MLP), each camera goes through its own ResNet-18
-(no pretrained weights; BatchNorm replaced by GroupNorm, since batch statistics hurt EMA policies) with a
-SpatialSoftmax keypoint head, as in Diffusion Policy's robomimic-derived vision encoder.
+low-dim keys are concatenated (then optionally through a small MLP), each camera goes through its own trunk with a
+SpatialSoftmax keypoint head, as in Diffusion Policy's robomimic-derived vision encoder. Trunks:
+- ``resnet18`` (the paper's): ResNet-18 without pretrained weights, BatchNorm replaced by GroupNorm (batch statistics
+  hurt EMA policies), 512 channels at 1/32 resolution;
+- ``conv`` (the cpu scale's): three 3x3 convolutions (strides 2, 2, 1) with GroupNorm and Mish, ``2 * width``
+  channels at 1/4 resolution: a few percent of ResNet-18's compute, so a CPU can train it.
+``resize`` shrinks images (area interpolation) before the crop, for tasks whose detail allows it.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 from einops import rearrange
+
+TRUNKS = ("resnet18", "conv")
 
 
 class SpatialSoftmax(nn.Module):
@@ -41,18 +48,37 @@ def _batchnorm_to_groupnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def conv_trunk(width: int) -> nn.Sequential:
+    """(N, 3, H, W) -> (N, 2 * width, H / 4, W / 4)."""
+    def block(c_in, c_out, stride):
+        return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.GroupNorm(max(1, c_out // 16), c_out), nn.Mish()]
+
+    return nn.Sequential(*block(3, width, 2), *block(width, 2 * width, 2), *block(2 * width, 2 * width, 1))
+
+
 class CameraEncoder(nn.Module):
-    """One camera: crop, ResNet-18 trunk (GroupNorm), SpatialSoftmax keypoints, linear head."""
+    """One camera: resize (optional), crop, trunk, SpatialSoftmax keypoints, linear head."""
 
     def __init__(self, image_shape: tuple[int, int, int], crop_shape: tuple[int, int] | None, feature_dim: int = 64,
-                 num_keypoints: int = 32):
+                 num_keypoints: int = 32, trunk: str = "resnet18", width: int = 32,
+                 resize: tuple[int, int] | None = None):
         super().__init__()
-        resnet = torchvision.models.resnet18(weights=None)
-        self.trunk = _batchnorm_to_groupnorm(nn.Sequential(*list(resnet.children())[:-2]))
-        self.pool = SpatialSoftmax(512, num_keypoints)
+        if trunk not in TRUNKS:
+            raise ValueError(f"policy.camera_trunk must be one of {TRUNKS}; got {trunk!r}")
+        if trunk == "resnet18":
+            resnet = torchvision.models.resnet18(weights=None)
+            self.trunk, channels = _batchnorm_to_groupnorm(nn.Sequential(*list(resnet.children())[:-2])), 512
+        else:
+            self.trunk, channels = conv_trunk(width), 2 * width
+        self.pool = SpatialSoftmax(channels, num_keypoints)
         self.head = nn.Linear(2 * num_keypoints, feature_dim)
+        self.resize = tuple(resize) if resize else None
         self.crop_shape = tuple(crop_shape) if crop_shape else None
         self.image_shape = tuple(image_shape)
+        size = self.resize or tuple(image_shape[1:])
+        if self.crop_shape and (self.crop_shape[0] > size[0] or self.crop_shape[1] > size[1]):
+            raise ValueError(f"crop_shape {list(self.crop_shape)} is larger than the {'resized ' if self.resize else ''}"
+                             f"image {list(size)}")
 
     def crop(self, x: torch.Tensor) -> torch.Tensor:
         """Random crop while training (one offset per image), centre crop in evaluation."""
@@ -69,14 +95,17 @@ class CameraEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] -> (N, feature_dim)"""
+        if self.resize is not None and tuple(x.shape[-2:]) != self.resize:
+            x = F.interpolate(x, size=self.resize, mode="area")
         return self.head(self.pool(self.trunk(self.crop(x))))
 
 
 class ObsEncoder(nn.Module):
     def __init__(self, shape_meta: dict, state_mlp_dims: list[int] | None = None, image_feature_dim: int = 64,
-                 crop_shape: dict | None = None):
+                 crop_shape: dict | None = None, camera_trunk: str = "resnet18", camera_width: int = 32,
+                 camera_resize: list[int] | None = None):
         """``state_mlp_dims`` None or [] keeps low-dim keys as they are (Diffusion Policy's low-dim setting);
-        ``crop_shape`` maps rgb keys to (h, w) crops."""
+        ``crop_shape`` maps rgb keys to (h, w) crops (of the resized image when ``camera_resize`` is set)."""
         super().__init__()
         obs_meta = shape_meta["obs"]
         self.rgb_keys = sorted(k for k, m in obs_meta.items() if m.get("type", "low_dim") == "rgb")
@@ -86,7 +115,8 @@ class ObsEncoder(nn.Module):
             raise ValueError(f"shape_meta.obs types must be 'rgb' or 'low_dim'; got {unknown}")
         crop_shape = crop_shape or {}
         self.cameras = nn.ModuleDict(
-            {k: CameraEncoder(obs_meta[k]["shape"], crop_shape.get(k), image_feature_dim) for k in self.rgb_keys}
+            {k: CameraEncoder(obs_meta[k]["shape"], crop_shape.get(k), image_feature_dim, trunk=camera_trunk,
+                              width=camera_width, resize=camera_resize) for k in self.rgb_keys}
         )
         low_dim = sum(int(torch.tensor(obs_meta[k]["shape"]).prod()) for k in self.low_dim_keys)
         if state_mlp_dims:

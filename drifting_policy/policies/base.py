@@ -22,7 +22,8 @@ class Policy(nn.Module):
 
     def __init__(self, shape_meta: dict, n_obs_steps: int, n_action_steps: int, horizon: int,
                  down_dims=(256, 512, 1024), kernel_size: int = 5, n_groups: int = 8, step_embed_dim: int = 128,
-                 state_mlp_dims=None, image_feature_dim: int = 64, crop_shape=None):
+                 state_mlp_dims=None, image_feature_dim: int = 64, crop_shape=None, camera_trunk: str = "resnet18",
+                 camera_width: int = 32, camera_resize=None):
         super().__init__()
         if n_obs_steps - 1 + n_action_steps > horizon:
             raise ValueError(f"n_obs_steps - 1 + n_action_steps = {n_obs_steps - 1 + n_action_steps} exceeds horizon {horizon}")
@@ -30,7 +31,8 @@ class Policy(nn.Module):
         self.n_obs_steps, self.n_action_steps, self.horizon = n_obs_steps, n_action_steps, horizon
         self.action_dim = int(shape_meta["action"]["shape"][0])
         self.normalizer = Normalizer(shape_meta)
-        self.obs_encoder = ObsEncoder(shape_meta, state_mlp_dims, image_feature_dim, crop_shape)
+        self.obs_encoder = ObsEncoder(shape_meta, state_mlp_dims, image_feature_dim, crop_shape, camera_trunk,
+                                      camera_width, camera_resize)
         self.model = ConditionalUnet1D(
             self.action_dim, n_obs_steps * self.obs_encoder.feature_dim, tuple(down_dims), kernel_size, n_groups,
             step_embed_dim if self.uses_step else 0,

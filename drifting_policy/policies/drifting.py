@@ -1,6 +1,6 @@
 """The one-step drifting policy: one network call maps noise to an action chunk.
 
-Training treats each observation like an image class (REFERENCE.md 1.3): its conditioning is repeated G times,
+Training treats each observation like an image class (docs/notes/field.md, section 3): its conditioning is repeated G times,
 G noise chunks give G generated chunks (the group, also each other's self-masked negatives), and the positives are
 its demonstrated chunk (``positives="self"``) or the demonstrated chunks of the k observations nearest to it in
 the batch, in normalised low-dim observation space (``positives="knn"``, which keeps modes that per-observation
@@ -115,7 +115,9 @@ class DriftingPolicy(Policy):
         cond = self.encode_obs(batch["obs"])  # (B, C)
         target = self.normalized_action(batch)  # (B, Tp, Da)
         B, G = target.shape[0], self.n_samples
-        noise = torch.randn(B * G, *target.shape[1:], device=target.device)
+        # (B, G, Tp, Da) noise may come with the batch (reproducing a step exactly); otherwise it is drawn here
+        noise = batch["noise"].flatten(0, 1) if "noise" in batch else torch.randn(B * G, *target.shape[1:],
+                                                                                  device=target.device)
         gen = rearrange(self._generate(noise, cond.repeat_interleave(G, 0)), "(b g) t d -> b g t d", g=G)
         pos, w_pos = self._positives(batch, target)
         # every process's groups, so the field's batch-global normalisers are the global batch's (one process: as is)

@@ -1,5 +1,6 @@
 """Run logging: JSON lines always (``metrics.jsonl`` in the run folder), wandb when asked (disabled by default;
-"offline" keeps everything on disk)."""
+"offline" keeps everything on disk, for ``wandb sync`` later). wandb also gets the rollout videos of evaluation
+epochs, as Diffusion Policy logs them."""
 
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ class RunLogger:
                                     resume="allow")
         self.run_id = self.wandb.id if self.wandb else run_id
 
-    def log(self, metrics: dict, step: int) -> None:
+    def log(self, metrics: dict, step: int, videos: list[str] = ()) -> None:
+        """One record; ``videos`` (mp4 paths, e.g. an evaluation's first episodes) go to wandb as ``test/video_<i>``."""
         record = {"step": step, "time": time.time()} | metrics
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb:
-            self.wandb.log(metrics, step=step)
+            import wandb
+
+            media = {f"test/video_{i}": wandb.Video(str(path), format="mp4") for i, path in enumerate(videos)}
+            self.wandb.log(metrics | media, step=step)
 
     def truncate_after(self, step: int, inclusive: bool = True) -> None:
         """On resume, drop records written after the checkpoint (and, with ``inclusive=False``, the checkpoint's

@@ -31,7 +31,7 @@ from drifting_policy.evaluation.rollout import rollout, summarize
 from drifting_policy.factory import build_policy, env_factory, env_mode_statistics
 from drifting_policy.training.logger import RunLogger
 from drifting_policy.utils import checkpoint as ckpt
-from drifting_policy.utils.distributed import init_from_env, world
+from drifting_policy.utils.distributed import init_from_env, wants_cuda, world
 from drifting_policy.utils.ema import EMA
 
 # Config keys a resumed run may change: they do not alter what is trained.
@@ -50,19 +50,6 @@ def evaluation_resets(cfg, buffer=None) -> list[dict]:
     return resets
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain config dicts (added and removed keys included)."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        path = f"{prefix}{key}"
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, path + ".")
-        elif a != b:
-            out.append(f"{path}: {a!r} -> {b!r}")
-    return out
-
-
 def validate_training(t) -> None:
     for key in ("batch_size", "num_epochs"):
         if not isinstance(t[key], int) or t[key] < 1:
@@ -75,8 +62,7 @@ class Trainer:
     def __init__(self, cfg):
         self.cfg, t = cfg, cfg.training
         validate_training(t)
-        use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-        self.device = init_from_env(use_cuda)
+        self.device = init_from_env(wants_cuda(cfg.device))
         self.rank, self.world = world()
         if t.batch_size % self.world:
             raise ValueError(f"training.batch_size {t.batch_size} must divide by the {self.world} processes")
@@ -144,13 +130,7 @@ class Trainer:
         return None
 
     def _resume(self, folder: Path) -> None:
-        saved = ckpt.read_config(folder)
-        keep = lambda c: {k: v for k, v in c.items() if k != "hydra"}  # noqa: E731
-        diffs = [d for d in config_differences(keep(saved), keep(self.config))
-                 if not d.split(":")[0].startswith(RESUMABLE_CHANGES)]
-        if diffs:
-            raise ValueError(f"training.resume=true, but the config differs from the checkpoint's ({folder}/config.yaml) "
-                             f"in what it trains: {diffs[:8]}. Resume with the same settings, or start a new run_dir")
+        ckpt.check_resumable(folder, self.config, RESUMABLE_CHANGES)
         ckpt.load_weights(self.policy, folder / "model.safetensors")
         self.ema.restore(ckpt.read_tensors(folder / "ema.safetensors"), ckpt.read_state(folder)["ema_step"])
         ckpt.load_optimizer(self.optimizer, folder)
@@ -249,8 +229,9 @@ class Trainer:
                               self.cfg.task.n_action_steps, n_videos=ev.n_videos if split == "test" else 0,
                               video_dir=self.run_dir / "videos" / f"epoch_{epoch:04d}",
                               batch_size=ev.get("batch_size", 50), desc=f"eval {split} epoch {epoch}",
-                              seed=ev.get("sampling_seed", 0))
+                              seed=ev.get("sampling_seed", 0), n_workers=ev.get("n_workers", 0))
             stats = summarize(results, ev.get("n_stages"), env_mode_statistics(self.cfg.task))
+            self._videos += [r["video"] for r in results if "video" in r]
             out |= {f"{split}/{k}": v for k, v in stats.items()}
         return out
 
@@ -277,8 +258,9 @@ class Trainer:
 
     def _evaluate_epoch(self, done: int, metrics: dict, folder: Path) -> None:
         metrics["val_loss"] = self.validation_loss()
+        self._videos = []
         metrics |= self.evaluate(done)
-        self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"])
+        self.logger.log(metrics | {"epoch": done}, step=self.state["global_step"], videos=self._videos)
         self._record_score(folder, metrics["test/mean_score"])
         print(f"epoch {done}: test mean score {metrics['test/mean_score']:.3f}, "
               f"success {metrics['test/success_rate']:.2f}")

@@ -202,6 +202,24 @@ def find_last(root: str | Path) -> Path | None:
     return best.resolve()
 
 
+def checkpoint_folder(path: str | Path) -> Path:
+    """A checkpoint folder, a ``checkpoints/`` folder or a run folder -> the checkpoint folder it means."""
+    path = Path(path)
+    if is_complete(path):
+        return path.resolve()
+    for root in (path, path / "checkpoints"):
+        found = find_last(root) if root.is_dir() else None
+        if found is not None:
+            return found
+    raise FileNotFoundError(f"no checkpoint at {path}: expected a checkpoint folder (config.yaml, ema.safetensors, "
+                            "training_state/) or a run folder with checkpoints/last")
+
+
+def read_rank_tensors(folder: str | Path, rank: int) -> dict[str, torch.Tensor]:
+    """The ``rank_tensors`` process ``rank`` gave ``save_folder``."""
+    return read_tensors(Path(folder) / STATE / f"rank{rank}.safetensors")
+
+
 def read_state(folder: str | Path) -> dict:
     return read_json(Path(folder) / STATE / "state.json")
 
@@ -227,3 +245,27 @@ def load_weights(module: torch.nn.Module, file: str | Path) -> None:
         raise ValueError(f"{file} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
                          f"shape mismatches {wrong[:5]}")
     module.load_state_dict(state)
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts (added and removed keys included)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, path + ".")
+        elif a != b:
+            out.append(f"{path}: {a!r} -> {b!r}")
+    return out
+
+
+def check_resumable(folder: str | Path, config: dict, may_change: tuple[str, ...]) -> None:
+    """Refuse to resume ``folder`` with a config that differs from its saved one in anything but the dotted
+    prefixes ``may_change`` (what does not alter what is trained: evaluation, logging, resume flags...)."""
+    saved = {k: v for k, v in read_config(folder).items() if k != "hydra"}
+    diffs = [d for d in config_differences(saved, {k: v for k, v in config.items() if k != "hydra"})
+             if not d.split(":")[0].startswith(may_change)]
+    if diffs:
+        raise ValueError(f"resuming {folder}, but the config differs from its config.yaml in what it trains: "
+                         f"{diffs[:8]}. Resume with the same settings, or start a new run folder")

@@ -21,6 +21,13 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def wants_cuda(device: str) -> bool:
+    """A config's ``device`` (auto | cpu | cuda) -> whether to use CUDA; auto: when available."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda; got {device!r}")
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 def init_from_env(use_cuda: bool | None = None) -> torch.device:
     """Join the torchrun process group if launched by torchrun (nccl with CUDA, gloo without); return this
     process's device. ``use_cuda`` None: CUDA when available."""

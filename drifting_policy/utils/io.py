@@ -1,12 +1,14 @@
-"""Atomic writes: every file is written under a temporary name in its own folder and renamed into place, so a
-crash leaves either the old file or the new one, never half of one."""
+"""Atomic writes: every file (or folder of files) is written under a temporary name beside its destination and
+renamed into place, so a crash leaves either the old one or the new one, never half of one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -25,6 +27,32 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path`` to fill; when the block ends without an error it becomes
+    ``path``, and on an error it is removed. An existing ``path`` is refused (checked before and after the block,
+    so a long job fails at once) unless ``replace``, which swaps it out only once the new folder is complete."""
+    path = Path(path)
+    if path.exists() and not replace:
+        raise FileExistsError(f"{path} already exists; remove it to rebuild")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            if not replace:
+                raise FileExistsError(f"{path} appeared while it was being written; the new copy is discarded")
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)  # a folder cannot be renamed onto a non-empty one: move it aside
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -17,7 +17,6 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from drifting_policy.data.replay_buffer import ReplayBuffer
 from envs.block_push import (
     BLOCK_HALF,
     EFFECTOR_RADIUS,
@@ -27,6 +26,7 @@ from envs.block_push import (
     episode_modes,
     mode_statistics,
 )
+from envs.experts.collect import collect_demos, write_zarr
 
 EFFECTOR_CLEARANCE = BLOCK_HALF * math.sqrt(2) + EFFECTOR_RADIUS + 0.015   # effector centre vs block centre
 BLOCK_CLEARANCE = 2 * BLOCK_HALF * math.sqrt(2) + 0.025                     # pushed block vs the other block
@@ -215,35 +215,27 @@ def evaluate_oracle(n: int = 100, seed: int = 200000, **env_kwargs) -> dict:
 
 def generate(out_path, n: int, seed: int = 0, abs_action: bool = True, max_attempts: int | None = None,
              **env_kwargs) -> dict:
-    """Write ``n`` successful oracle episodes (fresh seeds from ``seed``) as a Diffusion Policy zarr store with
-    keys ``obs`` (T, 16) and ``action`` (T, 2). Returns success rate, p1/p2, mean length and the mode split."""
-    if n < 1:
-        raise ValueError(f"block_push generate: n must be >= 1, got {n}")
-    max_attempts = max_attempts or 2 * n + 20
+    """Write ``n`` successful oracle episodes (seeds from ``seed``, the test seeds skipped) as a Diffusion Policy zarr
+    store with keys ``obs`` (T, 16) and ``action`` (T, 2). Returns success rate, p1/p2, mean length and the mode
+    split. Modes are dealt in balanced rounds over the attempts (``balanced_modes``), so attempts run in order."""
     modes = balanced_modes(np.random.default_rng(seed))
     env = BlockPushEnv(abs_action=abs_action, **env_kwargs)
     oracle = BlockPushOracle()
-    buffer = ReplayBuffer()
-    attempts, p1, kept = 0, 0, []
-    with tqdm(total=n, desc="block_push demos") as bar:
-        while buffer.n_episodes < n:
-            if attempts >= max_attempts:
-                raise RuntimeError(f"block_push generate: only {buffer.n_episodes}/{n} successes in {attempts} "
-                                   f"episodes (oracle success rate too low)")
-            ep = run_episode(env, oracle, seed + attempts, next(modes))
-            attempts += 1
-            p1 += ep["max_completed"] >= 1
-            if ep["success"]:
-                buffer.add_episode({"obs": ep["obs"], "action": ep["action"]})
-                kept.append(ep)
-                bar.update(1)
-    env.close()
-    buffer.save(out_path)
-    stats = {
-        "n_episodes": n, "n_attempts": attempts, "success_rate": n / attempts, "p1": p1 / attempts,
-        "p2": n / attempts, "mean_length": float(buffer.episode_lengths.mean()),
-        "planned_first_block0": float(np.mean([ep["order"][0] == 0 for ep in kept])),
-        "planned_b0t0_b1t1": float(np.mean([ep["assignment"] == [0, 1] for ep in kept])),
-    }
-    stats.update({f"mode_{k}": v for k, v in mode_statistics([episode_modes(ep["all_obs"]) for ep in kept]).items()})
-    return stats
+    n_placed_one = []  # per attempt, for p1
+
+    def attempt(episode_seed: int) -> dict:
+        ep = run_episode(env, oracle, episode_seed, next(modes))
+        return ep | {"length": len(ep["action"])}
+
+    try:
+        episodes, stats = collect_demos(attempt, n, seed, task="block_push", max_attempts=max_attempts,
+                                        on_attempt=lambda ep: n_placed_one.append(ep["max_completed"] >= 1))
+    finally:
+        env.close()
+    write_zarr(out_path, episodes, ["obs", "action"])
+    modes_kept = mode_statistics([episode_modes(ep["all_obs"]) for ep in episodes])
+    return stats | {
+        "p1": float(np.mean(n_placed_one)), "p2": stats["success_rate"],
+        "planned_first_block0": float(np.mean([ep["order"][0] == 0 for ep in episodes])),
+        "planned_b0t0_b1t1": float(np.mean([ep["assignment"] == [0, 1] for ep in episodes])),
+    } | {f"mode_{k}": v for k, v in modes_kept.items()}

@@ -1,6 +1,6 @@
 """Scripted Franka Kitchen expert: damped-least-squares IK on the ``end_effector`` site, one skill per subtask.
 
-Control (REFERENCE 5): each step the desired end-effector pose gives a 6-D twist, damped least squares (lambda 0.05)
+Control (docs/notes/kitchen.md): each step the desired end-effector pose gives a 6-D twist, damped least squares (lambda 0.05)
 turns it into joint velocities, joints at the MODEL's limits (joint 2 is +-1.7628, not the config's +-1.8) are
 removed from the solve, a null-space term pulls toward the start posture, and gravity feed-forward
 ``qfrc_bias / (kp * dt)`` is added because the env's position actuators sag under gravity otherwise.
@@ -14,9 +14,13 @@ posture in joint space. Measured success and lengths: docs/notes/kitchen.md (``p
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from tqdm import tqdm
 
+from envs.experts.collect import collect_demos, write_zarr
+from envs.geometry import rot_z
 from envs.kitchen import COMPLETION_THRESHOLD, TASKS, KitchenEnv, task_distance
 
 N_ARM = 7
@@ -106,11 +110,6 @@ class IKController:
         return act
 
 
-def _rot_z(yaw: float) -> np.ndarray:
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0], [0, 0, 1]])
-
-
 # Articulated subtasks: the joint the expert drives (full-qpos index), the handle site and the body carrying it, where
 # to drive the joint (past the goal, inside the joint range, so the 0.3 threshold is crossed with margin), how the hand
 # meets the handle ("grasp": fingers close on it; "push": closed fingers push it) with the grasp yaw about z applied to
@@ -181,7 +180,7 @@ def articulate(ik: IKController, kin: Kinematics, task: str, rng: np.random.Gene
     data = ik.env.data
     theta0 = float(data.qpos[qadr])
     site0, rb0 = kin.handle(qadr, theta0, site, body)
-    r_grasp = _rot_z(spec["yaw"]) @ R_FRONT
+    r_grasp = rot_z(spec["yaw"]) @ R_FRONT
     offset = np.asarray(spec.get("offset", (0.0, 0.0, 0.0))) + rng.uniform(-jitter, jitter, 3)
     grip = CLOSED if spec["mode"] == "push" else OPEN
     approach = r_grasp[:, 2]
@@ -299,70 +298,41 @@ def sample_tasks(rng: np.random.Generator, k: int = 4) -> list[str]:
 _WORKER_ENV: dict = {}
 
 
-def _demo_attempt(job: tuple) -> tuple[list[str], dict]:
-    """One demo attempt (a picklable job for worker processes): (seed, n_tasks, run kwargs, env kwargs)."""
-    ep_seed, n_tasks, run_kwargs, env_kwargs = job
+def _demo_attempt(ep_seed: int, n_tasks: int, run_kwargs: dict, env_kwargs: dict) -> dict:
+    """One demo attempt from its seed alone (module level, so worker processes can unpickle it)."""
     key = repr(sorted(env_kwargs.items()))
     if key not in _WORKER_ENV:  # one env per process, reused across attempts
         _WORKER_ENV[key] = KitchenEnv(render_mode=None, **env_kwargs)
     tasks = sample_tasks(np.random.default_rng([ep_seed, 1]), n_tasks)
-    return tasks, run_episode(_WORKER_ENV[key], tasks, ep_seed, **run_kwargs)
+    ep = run_episode(_WORKER_ENV[key], tasks, ep_seed, **run_kwargs)
+    return ep | {"tasks": tasks, "length": len(ep["action"])}
 
 
 def generate(out_path, n: int, seed: int = 0, n_tasks: int = 4, max_steps: int = 600, action_noise: float = 0.05,
-             jitter: float = 0.005, max_attempts_factor: int = 3, workers: int = 1, **env_kwargs) -> dict:
+             jitter: float = 0.005, max_attempts: int | None = None, workers: int = 1, **env_kwargs) -> dict:
     """Write ``n`` successful expert demos (all ``n_tasks`` subtasks done) in Diffusion Policy's kitchen zarr layout.
 
     data/obs (T, 60) D4RL layout, data/action (T, 9) env velocity actions, data/action_abs (T, 9) the joint-position
     targets those actions sent (DP's kitchen_lowdim_abs), data/state (T, 59) qpos+qvel for exact resets.
-    Attempt i uses seed ``seed + i``; failed attempts are dropped and counted in the stats. ``workers`` > 1 runs
-    attempts in that many processes; results are taken in seed order, so the dataset does not depend on it.
+    Attempts run seeds ``seed, seed + 1, ...`` (the test seeds skipped); failed attempts are dropped and counted in
+    the stats. ``workers`` > 1 runs attempts in that many processes; the dataset does not depend on it.
     """
-    from drifting_policy.data.replay_buffer import ReplayBuffer
+    attempt = functools.partial(_demo_attempt, n_tasks=n_tasks, run_kwargs={"action_noise": action_noise,
+                                "jitter": jitter}, env_kwargs={"max_steps": max_steps, **env_kwargs})
+    per_task = {t: [0, 0] for t in TASKS}  # subtask -> [done, attempted], over every attempt
 
-    run_kwargs = {"action_noise": action_noise, "jitter": jitter}
-    env_kwargs = {"max_steps": max_steps, **env_kwargs}
-    jobs = ((seed + i, n_tasks, run_kwargs, env_kwargs) for i in range(max_attempts_factor * n))
-    pool = None
-    if workers > 1:
-        import multiprocessing
+    def count_subtasks(ep: dict) -> None:
+        for t in ep["tasks"]:
+            per_task[t][0] += t in ep["completed"]
+            per_task[t][1] += 1
 
-        pool = multiprocessing.get_context("spawn").Pool(workers)
-        results = pool.imap(_demo_attempt, jobs)
-    else:
-        results = map(_demo_attempt, jobs)
-    buf = ReplayBuffer()
-    per_task = {t: [0, 0] for t in TASKS}  # subtask -> [done, attempted]
-    attempts, lengths, orders = 0, [], []
-    bar = tqdm(total=n, desc="kitchen demos")
-    try:
-        for tasks, ep in results:
-            attempts += 1
-            for t in tasks:
-                per_task[t][0] += t in ep["completed"]
-                per_task[t][1] += 1
-            if ep["success"]:
-                buf.add_episode({k: ep[k] for k in ("obs", "action", "action_abs", "state")})
-                lengths.append(len(ep["action"]))
-                orders.append(tasks)
-                bar.update(1)
-            if buf.n_episodes == n:
-                break
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-    if buf.n_episodes < n:
-        raise RuntimeError(f"kitchen expert: only {buf.n_episodes}/{n} successes in {attempts} attempts")
-    buf.save(out_path)
-    return {
-        "n_episodes": buf.n_episodes,
-        "attempts": attempts,
-        "all_tasks_rate": buf.n_episodes / attempts,
+    episodes, stats = collect_demos(attempt, n, seed, task="kitchen", max_attempts=max_attempts, workers=workers,
+                                    on_attempt=count_subtasks)
+    write_zarr(out_path, episodes, ["obs", "action", "action_abs", "state"])
+    return stats | {
         "per_task_completion": {t: (d / a if a else None) for t, (d, a) in per_task.items()},
-        "mean_length": float(np.mean(lengths)),
-        "max_length": int(np.max(lengths)),
-        "n_distinct_orders": len({tuple(o) for o in orders}),
+        "max_length": int(max(e["length"] for e in episodes)),
+        "n_distinct_orders": len({tuple(e["tasks"]) for e in episodes}),
     }
 
 

@@ -21,6 +21,8 @@ from shapely.geometry import LineString, Point, Polygon
 from shapely.ops import nearest_points, unary_union
 from tqdm import tqdm
 
+from envs.experts.collect import collect_demos, write_zarr
+from envs.geometry import planar_transform
 from envs.pusht import SUBSTEPS, PushTEnv
 
 AGENT_RADIUS = 15.0
@@ -53,13 +55,7 @@ def _outline_contacts(spacing: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
 CONTACTS, NORMALS = _outline_contacts()
 
 
-def _transform(points: np.ndarray, pose) -> np.ndarray:
-    x, y, angle = pose
-    c, s = math.cos(angle), math.sin(angle)
-    return points @ np.array([[c, s], [-s, c]]) + np.array([x, y])
-
-
-GOAL_OUTLINE = _transform(T_OUTLINE, GOAL_POSE)
+GOAL_OUTLINE = planar_transform(T_OUTLINE, GOAL_POSE)
 
 
 _CORNERS = [tuple(p) for p in T_OUTLINE]
@@ -124,7 +120,7 @@ class Obstacle:
     """The T inflated by the agent radius plus a margin, and shortest paths around it (visibility graph)."""
 
     def __init__(self, block_pose, margin: float = MARGIN):
-        t = unary_union([Polygon(_transform(np.array(r, float), block_pose)) for r in T_RECTS])
+        t = unary_union([Polygon(planar_transform(np.array(r, float), block_pose)) for r in T_RECTS])
         self.body = t
         self.keep_out = t.buffer(AGENT_RADIUS + margin, join_style="mitre")
         self.prepared = shapely.prepared.prep(self.keep_out)
@@ -213,7 +209,7 @@ class PushTExpert:
         body = Obstacle(block_pose).body
         c, s = math.cos(block_pose[2]), math.sin(block_pose[2])
         rot = np.array([[c, s], [-s, c]])
-        points = _transform(CONTACTS, block_pose)
+        points = planar_transform(CONTACTS, block_pose)
         normals = NORMALS @ rot
         chosen = self.rng.random(len(points)) < self.contact_fraction
         options = []
@@ -289,9 +285,6 @@ class PushTExpert:
         return np.clip(target, 0.0, 512.0)
 
 
-TEST_SEEDS = range(100000, 100050)  # the benchmark's evaluation seeds: never used for demonstrations
-
-
 def run_episode(env: PushTEnv, expert: PushTExpert, seed: int, record_images: bool) -> tuple[bool, dict]:
     """One expert episode from ``env.reset(seed=seed)``; returns (success, per-step arrays in DP's pusht layout)."""
     obs, info = env.reset(seed=seed)
@@ -321,42 +314,19 @@ def generate(out_path, n: int, seed: int = 0, render_images: bool = True, max_st
 
     Keys: img uint8 (T, 96, 96, 3) (only with ``render_images``), state float32 (T, 5) [agent_x, agent_y, block_x,
     block_y, angle], keypoint float32 (T, 9, 2), action float32 (T, 2), n_contacts float32 (T, 1). Episodes start
-    from seeds ``seed, seed + 1, ...`` (skipping the test seeds); failed episodes are dropped.
+    from seeds ``seed, seed + 1, ...`` (the test seeds skipped, envs/experts/collect.py); failed episodes are dropped.
     ``expert_kwargs`` go to ``PushTExpert`` (top_k, contact_fraction, directions_deg, gap, time_weight).
     """
-    from drifting_policy.data.replay_buffer import ReplayBuffer
-
-    if n < 1:
-        raise ValueError(f"pusht generate: n must be >= 1, got {n}")
-    max_attempts = max_attempts if max_attempts is not None else 2 * n + 10
     env = PushTEnv(obs_type="visual" if render_images else "state", max_steps=max_steps)
-    episodes = []
-    lengths, kept_seeds, attempts, episode_seed = [], [], 0, seed
-    start = time.perf_counter()
-    with tqdm(total=n, desc="pusht demos", unit="ep") as bar:
-        while len(lengths) < n:
-            if attempts >= max_attempts:
-                raise RuntimeError(f"pusht generate: only {len(lengths)} of {n} episodes succeeded in {attempts} "
-                                   f"attempts; nothing written to {out_path}")
-            while episode_seed in TEST_SEEDS:
-                episode_seed += 1
-            expert = PushTExpert(np.random.default_rng(episode_seed), **expert_kwargs)
-            success, episode = run_episode(env, expert, episode_seed, render_images)
-            attempts += 1
-            if success:
-                episodes.append(episode)
-                lengths.append(len(episode["action"]))
-                kept_seeds.append(episode_seed)
-                bar.update(1)
-            episode_seed += 1
-            bar.set_postfix(success_rate=f"{len(lengths) / attempts:.3f}")
-    # one concatenation at the end: appending to the buffer per episode copies every image again each time
-    data = {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
-    ReplayBuffer(data, np.cumsum(lengths)).save(out_path)
-    seconds = time.perf_counter() - start
-    return {"n_episodes": n, "attempts": attempts, "success_rate": n / attempts,
-            "mean_length": float(np.mean(lengths)), "seconds": seconds, "seconds_per_episode": seconds / attempts,
-            "episode_seeds": kept_seeds}
+
+    def attempt(episode_seed: int) -> dict:
+        expert = PushTExpert(np.random.default_rng(episode_seed), **expert_kwargs)
+        success, arrays = run_episode(env, expert, episode_seed, render_images)
+        return {**arrays, "success": success, "length": len(arrays["action"])}
+
+    episodes, stats = collect_demos(attempt, n, seed, task="pusht", max_attempts=max_attempts)
+    write_zarr(out_path, episodes, ["img"] * render_images + ["state", "keypoint", "action", "n_contacts"])
+    return stats
 
 
 def evaluate(n: int, seed: int = 0, **expert_kwargs) -> dict:

@@ -27,10 +27,10 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from envs.experts.collect import collect_demos
 from envs.experts.robomimic_servo import Perturbation
 from envs.robomimic import TASKS, RobomimicEnv, canonical_env_name, robosuite_kwargs
 
-TEST_SEED_START = 100_000  # evaluation seeds; demos never use them
 ROBOSUITE_ENV_TYPE = 1  # robomimic's EnvType.ROBOSUITE_TYPE
 
 
@@ -77,6 +77,7 @@ def run_expert_episode(env: RobomimicEnv, seed: int, perturb_prob: float = 0.3, 
     return {
         "success": success_at is not None and rewards[-1] > 0,
         "seed": seed,
+        "length": len(actions),
         "perturbed": perturbation is not None,
         "states": np.array(states),
         "actions": np.array(actions, dtype=np.float64),
@@ -153,28 +154,18 @@ def add_images(path: str | Path, camera_names: list[str] | None = None, image_si
 
 def generate(env_name: str, out_path: str | Path, n: int, seed: int = 0, render_images: bool = False,
              camera_names: list[str] | None = None, image_size: int | None = None, perturb_prob: float = 0.3,
-             max_attempts_factor: float = 3.0, valid_ratio: float = 0.1) -> dict:
-    """Run the expert until ``n`` successful episodes (seeds seed, seed+1, ...); write them atomically."""
+             max_attempts: int | None = None, valid_ratio: float = 0.1) -> dict:
+    """Run the expert until ``n`` episodes succeed (seeds seed, seed + 1, ..., the test seeds skipped); write them
+    atomically, with images rendered from the stored states when ``render_images``."""
     env_name = canonical_env_name(env_name)
-    max_attempts = int(np.ceil(n * max_attempts_factor))
-    if seed < 0 or seed + max_attempts > TEST_SEED_START:
-        raise ValueError(f"demo seeds {seed}..{seed + max_attempts} would overlap the test seeds {TEST_SEED_START}+")
     out_path = Path(out_path)
     env = RobomimicEnv(env_name, obs_type="state", abs_action=False, max_steps=TASKS[env_name]["max_steps"])
     model_xml = env.rs_env.sim.model.get_xml()
-    episodes, attempts, start = [], 0, time.time()
-    with tqdm(total=n, desc=f"{env_name} expert demos") as bar:
-        while len(episodes) < n and attempts < max_attempts:
-            ep = run_expert_episode(env, seed + attempts, perturb_prob)
-            attempts += 1
-            if ep["success"]:
-                episodes.append(ep)
-                bar.update(1)
-            bar.set_postfix(success_rate=f"{len(episodes) / attempts:.2f}")
-    env.close()
-    if len(episodes) < n:
-        raise RuntimeError(f"{env_name}: only {len(episodes)} of {n} demos succeeded in {attempts} attempts")
-    gen_seconds = time.time() - start
+    try:
+        episodes, stats = collect_demos(lambda s: run_expert_episode(env, s, perturb_prob), n, seed, task=env_name,
+                                        max_attempts=max_attempts)
+    finally:
+        env.close()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
     os.close(fd)
@@ -186,16 +177,10 @@ def generate(env_name: str, out_path: str | Path, n: int, seed: int = 0, render_
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    lengths = np.array([len(e["actions"]) for e in episodes])
-    return {
+    return stats | {
         "env_name": env_name,
-        "n_demos": n,
-        "attempts": attempts,
-        "success_rate": n / attempts,
-        "mean_length": float(lengths.mean()),
-        "max_length": int(lengths.max()),
+        "max_length": int(max(e["length"] for e in episodes)),
         "perturbed_fraction": float(np.mean([e["perturbed"] for e in episodes])),
-        "generate_seconds": gen_seconds,
         "render_seconds": render_seconds,
         "path": str(out_path),
     }
@@ -210,7 +195,6 @@ def generate_can(out_path, n, seed=0, render_images=False, **kwargs) -> dict:
 
 
 def generate_tool_hang(out_path, n, seed=0, render_images=False, **kwargs) -> dict:
-    kwargs.setdefault("max_attempts_factor", 6.0)  # the hanging stage succeeds in a minority of attempts
     return generate("ToolHang", out_path, n, seed, render_images, **kwargs)
 
 

@@ -13,16 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from envs.geometry import rot_z
 from envs.robomimic import grip_site_pose
 
 # Grip-site orientation pointing straight down with the fingers closing along world y (the Panda's home pose).
 # The fingers close along the site's x axis, so top_down(yaw) closes them along the direction yaw + 90 deg.
 R_DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
-
-
-def rot_z(angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def top_down(yaw: float) -> np.ndarray:

@@ -46,6 +46,19 @@ def frame_target_rotation(hook_dir: np.ndarray) -> np.ndarray:
     return np.stack([x, np.cross(z, x), z], axis=1)
 
 
+def grasp_and_lift(env, point, dz: float, rot: np.ndarray, speed: float, lift) -> Iterator[tuple[np.ndarray, bool]]:
+    """Top-down grasp of a (moving) point: hover 8 cm above it, descend to ``dz`` above it, close, then rise by
+    ``lift()`` m; returns the raised grip position. ``lift`` is called after closing, not before the approach: the
+    perturbations draw from the same random stream during the approach, so the order of draws shapes the demo."""
+    rs = env.rs_env
+    yield from goto(env, lambda: point() + [0, 0, 0.08], rot, -1.0, speed, 0.015, 0.1, 80)
+    yield from goto(env, lambda: point() + [0, 0, dz], rot, -1.0, 0.5, 0.006, 0.08, 50, False)
+    yield from hold(env, grip_site_pose(rs)[0], rot, 1.0, 8)
+    up = grip_site_pose(rs)[0] + [0, 0, lift()]
+    yield from goto(env, lambda: up, rot, 1.0, speed, 0.03, 0.2, 40)
+    return up
+
+
 def insert_frame(env, rng, hook_dir: np.ndarray, speed: float) -> Iterator[tuple[np.ndarray, bool]]:
     rs = env.rs_env
     fid = rs.obj_body_id["frame"]
@@ -57,11 +70,7 @@ def insert_frame(env, rng, hook_dir: np.ndarray, speed: float) -> Iterator[tuple
     yaw = current + wrap(yaw_raw - current, np.pi)
     rot = top_down(yaw)
     grip = lambda: body_pose(rs, fid)[0] + body_pose(rs, fid)[1] @ FRAME_GRIP  # noqa: E731
-    yield from goto(env, lambda: grip() + [0, 0, 0.08], rot, -1.0, speed, 0.015, 0.1, 80)
-    yield from goto(env, lambda: grip() + [0, 0, 0.002], rot, -1.0, 0.5, 0.006, 0.08, 50, False)
-    yield from hold(env, grip_site_pose(rs)[0], rot, 1.0, 8)
-    up = grip_site_pose(rs)[0] + [0, 0, 0.2]
-    yield from goto(env, lambda: up, rot, 1.0, speed, 0.03, 0.2, 40)
+    yield from grasp_and_lift(env, grip, 0.002, rot, speed, lambda: 0.2)
     target_rf = frame_target_rotation(hook_dir)
     cav = cavity_center(rs)
     top_z = cav[2] + 0.075  # top of the walls
@@ -157,11 +166,7 @@ def hang_tool(env, rng, speed: float) -> Iterator[tuple[np.ndarray, bool]]:
     tool = lambda: body_pose(rs, tid)[0]  # noqa: E731
     high = grip_site_pose(rs)[0]
     yield from goto(env, lambda: high, rot, -1.0, speed, 0.03, 0.2, 40)  # turn top-down clear of the frame
-    yield from goto(env, lambda: tool() + [0, 0, 0.08], rot, -1.0, speed, 0.015, 0.1, 80)
-    yield from goto(env, lambda: tool() + [0, 0, 0.0], rot, -1.0, 0.5, 0.006, 0.08, 50, False)
-    yield from hold(env, grip_site_pose(rs)[0], rot, 1.0, 8)
-    up = grip_site_pose(rs)[0] + [0, 0, rng.uniform(0.1, 0.14)]
-    yield from goto(env, lambda: up, rot, 1.0, speed, 0.03, 0.2, 40)
+    up = yield from grasp_and_lift(env, tool, 0.0, rot, speed, lambda: rng.uniform(0.1, 0.14))
     # joint 7 turns opposite to the gripper yaw: of the two ways round take the one that ends nearer its middle
     # (the shorter one drove it into its +2.9 rad limit for some grasps)
     turn = min((turn, turn - np.sign(turn) * 2 * np.pi), key=lambda c: abs(q7() - c))

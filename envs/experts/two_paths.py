@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from drifting_policy.data.replay_buffer import ReplayBuffer
+from envs.experts.collect import collect_demos, write_zarr
 from envs.two_paths import OBSTACLE_RADIUS, TwoPathsEnv
 
 WAYPOINT_X = OBSTACLE_RADIUS + 0.35  # lateral clearance of the detour (before noise)
@@ -40,32 +39,20 @@ def run_expert(env: TwoPathsEnv, side: int, rng: np.random.Generator, action_noi
     return np.stack(obs_list), np.stack(act_list), info
 
 
-def generate(out_path: str | Path, n: int, seed: int = 0, max_attempts_factor: int = 3) -> dict:
-    """Write ``n`` successful expert episodes (env seeds from ``seed``) and return statistics."""
+def generate(out_path: str | Path, n: int, seed: int = 0, max_attempts: int | None = None) -> dict:
+    """Write ``n`` successful expert episodes (env seeds from ``seed``, the test seeds skipped) and return statistics.
+
+    Sides and noise come from one random stream over the attempts (seeded by ``seed``), so attempts run in order."""
     env = TwoPathsEnv(render_mode=None)
     rng = np.random.default_rng(seed)
-    buffer = ReplayBuffer()
-    sides, lengths, attempts = [], [], 0
-    with tqdm(total=n, desc="two_paths expert") as bar:
-        while buffer.n_episodes < n:
-            if attempts >= max_attempts_factor * n:
-                raise RuntimeError(f"two_paths expert: only {buffer.n_episodes}/{n} successes in {attempts} attempts")
-            env.reset(seed=seed + attempts)
-            attempts += 1
-            obs, actions, info = run_expert(env, int(rng.choice([-1, 1])), rng)
-            if not info["is_success"]:
-                continue
-            buffer.add_episode({"obs": obs, "action": actions})
-            sides.append(info["side"])
-            lengths.append(len(actions))
-            bar.update(1)
-    buffer.save(out_path)
-    n_left = sides.count("left")
-    return {
-        "n_episodes": n,
-        "n_steps": buffer.n_steps,
-        "success_rate": n / attempts,
-        "mean_length": float(np.mean(lengths)),
-        "left": n_left / n,
-        "right": (n - n_left) / n,
-    }
+
+    def attempt(episode_seed: int) -> dict:
+        env.reset(seed=episode_seed)
+        obs, actions, info = run_expert(env, int(rng.choice([-1, 1])), rng)
+        return {"obs": obs, "action": actions, "side": info.get("side"), "success": bool(info["is_success"]),
+                "length": len(actions)}
+
+    episodes, stats = collect_demos(attempt, n, seed, task="two_paths", max_attempts=max_attempts)
+    write_zarr(out_path, episodes, ["obs", "action"])
+    n_left = sum(e["side"] == "left" for e in episodes)
+    return stats | {"n_steps": int(sum(e["length"] for e in episodes)), "left": n_left / n, "right": (n - n_left) / n}

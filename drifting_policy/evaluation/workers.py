@@ -1,0 +1,162 @@
+"""Environments for a rollout, in this process (``LocalEnvs``) or stepped in worker processes (``WorkerEnvs``).
+
+Both hold one ``MultiStepWrapper`` env per episode slot and answer the same calls, so ``rollout`` runs the same
+lockstep loop over either: the policy sees the same observations in the same order and draws the same noise, and
+the per-seed results are identical (tests/test_rollout.py). Workers step their envs in parallel. An exception in an
+env fails that episode only; a worker process that dies takes its episodes with it, and ``rollout`` then runs each
+of them again alone in a fresh worker, so only the one that kills its process is reported failed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from collections.abc import Callable
+
+import numpy as np
+
+WORKER_DIED = "worker process died"  # the start of the error of every episode a dead worker held
+
+
+def _finish(env) -> dict:
+    """What an episode's wrapper knows at its end; the env is closed (free simulators before videos are written)."""
+    out = {"max_score": env.max_score, "success": env.success, "n_completed": env.n_completed, "length": env.length,
+           "frames": env.frames if env.record else None, "env_name": type(env.env.unwrapped).__name__,
+           "fps": env.env.unwrapped.metadata.get("render_fps", 10)}
+    env.close()
+    return out
+
+
+class LocalEnvs:
+    """Episode slots stepped one after the other in this process."""
+
+    def __init__(self, make_wrapped: Callable, n: int, record: list[bool]):
+        self.envs = [make_wrapped(record[i]) for i in range(n)]
+
+    def reset(self, kwargs: list[dict]) -> list:
+        return [_call(lambda env=env, kw=kw: env.reset(**kw)[0]) for env, kw in zip(self.envs, kwargs)]
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
+        return {i: _call(lambda i=i, a=a: self.envs[i].step(a)) for i, a in actions.items()}
+
+    def finish(self) -> list[dict]:
+        return [_finish(env) for env in self.envs]
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _call(fn):
+    """(True, value) or (False, "Type: message") for one env call; a simulator can raise anything."""
+    try:
+        return True, fn()
+    except Exception as e:  # noqa: BLE001
+        return False, f"{type(e).__name__}: {e}"
+
+
+def _worker(conn, make_wrapped: Callable, slots: list[int], record: list[bool]) -> None:
+    envs = {}
+    try:
+        for i, rec in zip(slots, record):
+            envs[i] = make_wrapped(rec)
+        conn.send(("ready", None))
+        while True:
+            cmd, payload = conn.recv()
+            if cmd == "reset":
+                conn.send(("ok", {i: _call(lambda i=i, kw=kw: envs[i].reset(**kw)[0]) for i, kw in payload.items()}))
+            elif cmd == "step":
+                conn.send(("ok", {i: _call(lambda i=i, a=a: envs[i].step(a)) for i, a in payload.items()}))
+            elif cmd == "finish":
+                conn.send(("ok", {i: _finish(env) for i, env in envs.items()}))
+            elif cmd == "close":
+                break
+    except Exception:  # noqa: BLE001 (making an env failed: the parent fails these slots)
+        conn.send(("error", traceback.format_exc(limit=3)))
+    finally:
+        for env in envs.values():
+            env.close()
+        conn.close()
+
+
+class WorkerEnvs:
+    """Episode slots spread round-robin over ``n_workers`` processes. They are forked where the platform can (a
+    spawned worker re-imports torch and the rest: ~20 s per worker here); the parent never holds a simulator or a GL
+    context when it starts them, and a worker never runs torch."""
+
+    def __init__(self, make_wrapped: Callable, n: int, record: list[bool], n_workers: int):
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        self.owner = {i: i % n_workers for i in range(n)}
+        self.conns, self.procs, self.dead = [], [], {}
+        for w in range(n_workers):
+            slots = [i for i in range(n) if self.owner[i] == w]
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, make_wrapped, slots, [record[i] for i in slots]),
+                               daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        for w in range(n_workers):
+            self._receive(w)
+
+    def _receive(self, w: int):
+        """A worker's answer; a worker that died or failed is marked dead (its slots then fail)."""
+        if w in self.dead:
+            return None
+        try:
+            kind, payload = self.conns[w].recv()
+        except (EOFError, ConnectionError, OSError):
+            self.procs[w].join(timeout=5)
+            self.dead[w] = f"{WORKER_DIED}: process {self.procs[w].pid}, exit code {self.procs[w].exitcode}"
+            return None
+        if kind == "error":
+            self.dead[w] = f"worker failed: {payload}"
+            return None
+        return payload
+
+    def _broadcast(self, cmd: str, per_slot: dict | None) -> dict:
+        asked = []
+        for w, conn in enumerate(self.conns):
+            if w in self.dead:
+                continue
+            payload = None if per_slot is None else {i: v for i, v in per_slot.items() if self.owner[i] == w}
+            if payload == {}:
+                continue
+            try:
+                conn.send((cmd, payload))
+                asked.append(w)
+            except (BrokenPipeError, OSError):
+                self.dead[w] = f"{WORKER_DIED}: process {self.procs[w].pid}"
+        answers = {}
+        for w in asked:  # every worker was sent its part first: they step in parallel
+            answers |= self._receive(w) or {}
+        return answers
+
+    def _failed(self, i: int):
+        return False, self.dead.get(self.owner[i], "worker lost")
+
+    def reset(self, kwargs: list[dict]) -> list:
+        answers = self._broadcast("reset", dict(enumerate(kwargs)))
+        return [answers.get(i) or self._failed(i) for i in range(len(kwargs))]
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
+        answers = self._broadcast("step", actions)
+        return {i: answers.get(i) or self._failed(i) for i in actions}
+
+    def finish(self) -> list[dict | None]:
+        answers = self._broadcast("finish", None)
+        return [answers.get(i) for i in range(len(self.owner))]
+
+    def close(self) -> None:
+        for w, conn in enumerate(self.conns):
+            if w not in self.dead:
+                try:
+                    conn.send(("close", None))
+                except (BrokenPipeError, OSError):
+                    pass
+            conn.close()
+        for proc in self.procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
