@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -86,6 +87,11 @@ def load_policy(checkpoint: str | Path, task: str | None = None, device: str = "
     if not ((folder / "config.yaml").is_file() and (folder / "model.safetensors").is_file()):
         folder = checkpoint_folder(folder)
     cfg = OmegaConf.create(read_config(folder))
+    retired = OmegaConf.select(cfg, "task.eval.mode_statistics")
+    if retired is not None:  # said, not silently dropped: the checkpoint may expect it to matter
+        warnings.warn(f"{folder}/config.yaml sets task.eval.mode_statistics = {retired!r}, a retired key: ignored "
+                      "(nothing a checkpoint names is imported; mode statistics come from the registered env class's "
+                      "mode_statistics)", stacklevel=2)
     if task is not None and task != cfg.task.name:
         raise ValueError(f"checkpoint {folder} was trained on task '{cfg.task.name}', not '{task}'")
     policy = policy_class(cfg.policy.name).from_pretrained(folder, weights)

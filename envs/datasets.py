@@ -9,11 +9,10 @@ import os
 import time
 from pathlib import Path
 
-import h5py
 from omegaconf import OmegaConf
 
 from drifting_policy.data.dataset import parse_store_key
-from drifting_policy.data.robomimic_hdf5 import cache_path, read_env_meta, read_robomimic_hdf5
+from drifting_policy.data.robomimic_hdf5 import cache_path, open_hdf5, read_env_meta, read_robomimic_hdf5
 
 
 def write_abs_action_cache(path: str | Path, obs_keys: list[str]) -> Path:
@@ -24,7 +23,7 @@ def write_abs_action_cache(path: str | Path, obs_keys: list[str]) -> Path:
     cache = cache_path(path, list(obs_keys), True)
     if cache.exists():
         return cache
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:  # a damaged file named, not a bare OSError
         meta = read_env_meta(f, path)
     try:
         converter = AbsActionConverter(meta["env_name"], meta.get("env_kwargs", {}))
@@ -44,7 +43,7 @@ def check_delta_controller(path: str | Path) -> None:
     from envs.robomimic import controller_config_for_recording
 
     path = Path(path)
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:  # a damaged file named, not a bare OSError
         meta = read_env_meta(f, path)
     try:
         controller_config_for_recording(meta.get("env_kwargs", {}), allow_other_limits=False)

@@ -15,8 +15,14 @@ PUSHT_STATE_META = {"obs": {"obs": {"shape": [20], "type": "low_dim"}}, "action"
 
 
 def write_dp_pusht_v2(path, lengths=(20, 25)):
-    """A zarr format-2 store with the public pusht_cchi_v7_replay.zarr layout (written the way zarr 2.x did)."""
+    """A zarr format-2 store with the public pusht_cchi_v7_replay.zarr layout (written the way zarr 2.x did: every
+    chunk, also the all-zero ones, which zarr 3 skips by default)."""
     total = sum(lengths)
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        return _write_dp_pusht_v2(path, lengths, total)
+
+
+def _write_dp_pusht_v2(path, lengths, total):
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
     data = root.create_group("data")
     rng = np.random.default_rng(0)

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from drifting_policy.data.replay_buffer import ReplayBuffer
 from drifting_policy.data.sampler import SequenceSampler, episode_masks
+from drifting_policy.data.store_checks import check_finite
 
 _SPEC = re.compile(r"^(?P<key>[\w/.]+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")  # dots: LeRobot names
 
@@ -68,7 +69,10 @@ def assemble_observations(buffer: ReplayBuffer, shape_meta, obs_from_store, sour
             if store_key not in buffer.data:
                 raise KeyError(f"{source}: obs key '{key}' needs store key '{store_key}', absent (has {sorted(buffer.data)})")
             arr = buffer.data[store_key]
-            parts.append(arr[..., sl] if meta.get("type", "low_dim") == "low_dim" else arr)
+            if meta.get("type", "low_dim") == "low_dim":
+                arr = arr[..., sl].astype(np.float32, copy=False)  # as trained on: float64 1e39 is Inf here
+                check_finite(arr, source, store_key, buffer.episode_ends, f" (obs '{key}')")
+            parts.append(arr)
         expected = tuple(meta["shape"])
         if meta.get("type", "low_dim") == "rgb":
             arr = parts[0]
@@ -91,7 +95,9 @@ class PolicyDataset(Dataset):
         action_key = dataset_cfg.get("action_key", "action")
         if action_key not in buffer.data:
             raise KeyError(f"{source}: action key '{action_key}' absent (has {sorted(buffer.data)})")
+        # checked before anything is fitted to it: one Inf widens the normaliser's range to infinity
         self.action = buffer.data[action_key].astype(np.float32)
+        check_finite(self.action, source, action_key, buffer.episode_ends, " (the actions)")
         if self.action.shape[1:] != tuple(shape_meta["action"]["shape"]):
             raise ValueError(f"{source}: '{action_key}' has shape {self.action.shape[1:]}; shape_meta expects "
                              f"{tuple(shape_meta['action']['shape'])}")

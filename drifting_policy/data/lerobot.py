@@ -108,6 +108,10 @@ def load_lerobot(root: str | Path, keys: list[str] | None = None) -> ReplayBuffe
     lengths = np.asarray(episodes["length"], dtype=np.int64)
     if not len(lengths):
         raise ValueError(f"{root}: meta/episodes lists no episodes")
+    if (lengths <= 0).any():
+        e = int(np.argmax(lengths <= 0))
+        raise ValueError(f"{root}: meta/episodes gives episode {episodes['episode_index'][e]} length {lengths[e]}; "
+                         "every episode needs at least one frame")
 
     frame_keys = [k for k in keys if k not in video_keys]
     data = _read_parquet_dir(root, "data", [*frame_keys, "episode_index", "index", "timestamp"]).sort_by("index")
@@ -126,7 +130,7 @@ def load_lerobot(root: str | Path, keys: list[str] | None = None) -> ReplayBuffe
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     for key in video_keys:
         out[key] = _read_video_feature(root, info, key, features[key], episodes, timestamps, bounds)
-    return ReplayBuffer(out, bounds[1:])
+    return ReplayBuffer(out, bounds[1:], source=str(root))
 
 
 def _read_video_feature(root: Path, info: dict, key: str, feature: dict, episodes: dict, timestamps: np.ndarray,

@@ -5,6 +5,10 @@
 
 We write zarr format 2 by default, as Diffusion Policy's zarr 2.x reads it (format 3 stores are invisible to zarr
 2.x); we read both, e.g. the public ``pusht_cchi_v7_replay.zarr``. Data is held in memory as numpy arrays (the benchmark's datasets fit comfortably).
+
+Reading checks what could otherwise pass silently (data/store_checks.py): every chunk file present and whole,
+readable metadata, ``episode_ends`` strictly increasing and ending at the data's length. Writing writes every
+chunk, also those equal to the fill value, so that a missing chunk always means a lost file.
 """
 
 from __future__ import annotations
@@ -17,16 +21,20 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from drifting_policy.data.store_checks import check_episode_ends, metadata_error, read_array
+
 
 class ReplayBuffer:
-    def __init__(self, data: dict[str, np.ndarray] | None = None, episode_ends: np.ndarray | None = None):
+    def __init__(self, data: dict[str, np.ndarray] | None = None, episode_ends: np.ndarray | None = None,
+                 source: str = "<replay buffer>"):
+        """``source`` (the file the data came from) is named in errors."""
         self.data = dict(data or {})
-        self.episode_ends = np.asarray(episode_ends if episode_ends is not None else [], dtype=np.int64)
         lengths = {k: len(v) for k, v in self.data.items()}
         if self.data and len(set(lengths.values())) != 1:
-            raise ValueError(f"every data key must have the same number of steps; got {lengths}")
-        if self.data and self.n_steps != next(iter(lengths.values())):
-            raise ValueError(f"episode_ends ends at {self.n_steps} but data holds {next(iter(lengths.values()))} steps")
+            raise ValueError(f"{source}: every data key must have the same number of steps; got {lengths}")
+        n_steps = next(iter(lengths.values())) if self.data else None
+        self.episode_ends = check_episode_ends(episode_ends if episode_ends is not None else np.zeros(0, np.int64),
+                                               n_steps, source)
 
     @property
     def n_episodes(self) -> int:
@@ -68,9 +76,11 @@ class ReplayBuffer:
         try:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=zarr_format)
             data = root.create_group("data")
+            every_chunk = {"write_empty_chunks": True}  # so a missing chunk file always means a lost one
             for k, v in self.data.items():
-                data.create_array(k, data=v, chunks=(min(chunk_steps, max(len(v), 1)), *v.shape[1:]))
-            root.create_group("meta").create_array("episode_ends", data=self.episode_ends)
+                data.create_array(k, data=v, chunks=(min(chunk_steps, max(len(v), 1)), *v.shape[1:]),
+                                  config=every_chunk)
+            root.create_group("meta").create_array("episode_ends", data=self.episode_ends, config=every_chunk)
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp, path)
@@ -79,22 +89,40 @@ class ReplayBuffer:
             raise
 
     @classmethod
-    def load(cls, path: str | Path, keys: list[str] | None = None) -> ReplayBuffer:
-        """Read a store (zarr format 2 or 3). ``keys`` limits which ``data/<key>`` arrays are loaded."""
+    def load(cls, path: str | Path, keys: list[str] | None = None, allow_missing_chunks: bool = False) -> ReplayBuffer:
+        """Read a store (zarr format 2 or 3). ``keys`` limits which ``data/<key>`` arrays are loaded. A missing chunk
+        file is an error unless ``allow_missing_chunks`` (then it reads as the fill value, as zarr does)."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"dataset {path} does not exist (generate it with scripts/generate_demos.py)")
         try:
             root = zarr.open_group(str(path), mode="r")
-        except Exception as e:  # zarr raises several types for "not a group"
+            has = {required: required in root for required in ("data", "meta/episode_ends")}
+        except Exception as e:  # zarr raises several types for "not a group" and for broken metadata
+            if path.is_dir() and any(path.glob("**/" + name) for name in (".zgroup", "zarr.json")):
+                raise metadata_error(path, "", e) from e
             raise ValueError(f"{path} is not a zarr store: {e}") from e
-        for required in ("data", "meta/episode_ends"):
-            if required not in root:
+        for required, present in has.items():
+            if not present:
                 raise ValueError(f"{path} is not a replay buffer: missing '{required}' (expected data/<key> + meta/episode_ends)")
-        available = sorted(root["data"].array_keys())
+        try:
+            available = sorted(root["data"].array_keys())
+        except Exception as e:  # noqa: BLE001 (listing reads every member's metadata)
+            raise metadata_error(path, "data", e) from e
         keys = available if keys is None else list(keys)
         missing = [k for k in keys if k not in available]
         if missing:
             raise KeyError(f"{path}: data key(s) {missing} not found; the store has {available}")
-        data = {k: root["data"][k][:] for k in keys}
-        return cls(data, root["meta/episode_ends"][:])
+        local = path if path.is_dir() else None  # chunk files are checked in directory stores
+        data = {}
+        for name in [f"data/{k}" for k in keys] + ["meta/episode_ends"]:
+            try:
+                array = root[name]
+            except Exception as e:  # noqa: BLE001
+                raise metadata_error(path, name, e) from e
+            try:
+                data[name] = read_array(array, local, allow_missing_chunks)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from e
+        episode_ends = data.pop("meta/episode_ends")
+        return cls({k.removeprefix("data/"): v for k, v in data.items()}, episode_ends, source=str(path))

@@ -17,15 +17,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 from tqdm import tqdm
 
 from drifting_policy.data.replay_buffer import ReplayBuffer
+from drifting_policy.data.store_checks import check_finite
 
 DELTA_ACTION_DIM = 7  # [dpos 3, axis-angle drot 3, gripper 1]
 CACHE_VERSION = 2  # bump when the conversion changes, so old caches are not served (2: the file's own action limits)
+
+
+@contextmanager
+def open_hdf5(path: str | Path):
+    """``h5py.File(path, "r")``; a file that is not HDF5 (random bytes, truncated, another format) or that fails
+    while being read raises a ValueError naming it instead of h5py's bare OSError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"robomimic dataset {path} does not exist (generate it with scripts/generate_demos.py)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable HDF5 file ({e}); it may be truncated, still being copied, or "
+                         "not HDF5 at all") from e
+    try:
+        with f:
+            yield f
+    except OSError as e:  # h5py raises OSError for unreadable blocks of a damaged file
+        raise ValueError(f"{path}: reading failed ({e}); the file may be truncated or corrupt") from e
 
 
 def read_env_meta(f: h5py.File, path: Path) -> dict:
@@ -63,9 +84,7 @@ def read_robomimic_hdf5(path: str | Path, obs_keys: list[str], converter=None) -
     ``envs.robomimic.AbsActionConverter``) maps each demo's (states, delta actions) to absolute actions; None keeps
     the stored delta actions. It has ``env_name`` and ``state_dim`` for the checks below."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"robomimic dataset {path} does not exist (generate it with scripts/generate_demos.py)")
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         meta = read_env_meta(f, path)
         env_name = converter.env_name if converter is not None else meta["env_name"]
         names = demo_names(f)
@@ -83,6 +102,13 @@ def read_robomimic_hdf5(path: str | Path, obs_keys: list[str], converter=None) -
             missing = [k for k in obs_keys if k not in obs_group]
             if missing:
                 raise KeyError(f"{where}/obs lacks key(s) {missing}; it has {sorted(obs_group)}")
+            lengths = {key: len(demo[key]) for key in ("actions", "states")} | {
+                f"obs/{k}": len(obs_group[k]) for k in obs_keys}
+            if "num_samples" in demo.attrs:  # robomimic's own count of the demo's steps
+                lengths["num_samples attribute"] = int(demo.attrs["num_samples"])
+            if len(set(lengths.values())) != 1 or 0 in lengths.values():
+                raise ValueError(f"{where}: its arrays must have one entry per step, the same non-zero number; "
+                                 f"got lengths {lengths}")
             actions = demo["actions"][:]
             if actions.ndim != 2 or actions.shape[1] != DELTA_ACTION_DIM:
                 raise ValueError(f"{where}/actions has shape {actions.shape}, but {env_name} demos store "
@@ -92,6 +118,8 @@ def read_robomimic_hdf5(path: str | Path, obs_keys: list[str], converter=None) -
                 raise ValueError(f"{where}/states are {states.shape[1]}-D but robosuite 1.5.2's {env_name} has a "
                                  f"{state_dim}-D flat MuJoCo state")
             episode = {k: obs_group[k][:] for k in obs_keys}
+            for name, values in [("actions", actions), ("states", states)] + [(f"obs/{k}", v) for k, v in episode.items()]:
+                check_finite(values, where, name)  # before the conversion replays them through the simulator
             episode["action"] = converter(states, actions) if converter is not None else actions
             episode["states"] = states
             buffer.add_episode(episode)
@@ -104,8 +132,8 @@ def load_robomimic_replay_buffer(path: str | Path, obs_keys: list[str], abs_acti
     actions come from the zarr cache that the simulator-side conversion writes (``envs.datasets.prepare_dataset``,
     which ``scripts/train_policy.py`` runs before training)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"robomimic dataset {path} does not exist (generate it with scripts/generate_demos.py)")
+    with open_hdf5(path) as f:  # an HDF5 file at all? (before hashing it or pointing at its conversion)
+        read_env_meta(f, path)
     obs_keys = list(obs_keys)
     cache = cache_path(path, obs_keys, abs_action)
     if use_cache and cache.exists():

@@ -101,9 +101,10 @@ class Trainer:
         if self.rank == 0:
             self.logger = RunLogger(self.run_dir, self.config, cfg.logging.wandb, run_id=self.state["run_id"])
             self.state["run_id"] = self.logger.run_id
-            if self.state["global_step"]:
+            if t.resume:  # also without a checkpoint (killed during the first save): its epoch rows go
                 # rows after the checkpoint go; so does the checkpoint's own epoch row when its evaluation is pending
                 self.logger.truncate_after(self.state["global_step"], inclusive=self.state["pending_eval"] is None)
+            if last is not None:
                 print(f"resumed from {last} at epoch {self.state['epoch']}")
 
     # ------------------------------------------------------------------ run folder and resume
@@ -112,6 +113,11 @@ class Trainer:
         t = self.cfg.training
         has_run = self.ckpt_root.exists() or (self.run_dir / "metrics.jsonl").exists()
         if t.resume:
+            if self.rank == 0 and self.ckpt_root.exists():  # a save or pruning killed half way: finish it first
+                for line in ckpt.recover(self.ckpt_root):
+                    print(f"{self.ckpt_root}: {line} (left by an interrupted run)")
+            if self.world > 1:
+                dist.barrier()
             return ckpt.find_last(self.ckpt_root) if self.ckpt_root.exists() else None
         if has_run and not t.get("overwrite", False):
             raise FileExistsError(f"{self.run_dir} already holds a run (checkpoints/ or metrics.jsonl). Continue it "
@@ -247,8 +253,8 @@ class Trainer:
         keep = {n for _, n in self.state["top_k"][: self.cfg.training.checkpoint_top_k]} | {keep_also}
         last = (self.ckpt_root / "last").resolve().name
         for folder in self.ckpt_root.glob("epoch_*"):
-            if folder.name not in keep and folder.name != last and not folder.name.endswith((".tmp", ".old")):
-                shutil.rmtree(folder)
+            if folder.name not in keep and folder.name != last and not folder.name.endswith(ckpt.UNFINISHED):
+                ckpt.remove_folder(folder)  # never half-deleted under its own name
 
     def _evaluate_epoch(self, done: int, metrics: dict, folder: Path) -> None:
         metrics["val_loss"] = self.validation_loss()
@@ -265,6 +271,8 @@ class Trainer:
         pending, self.state["pending_eval"] = self.state["pending_eval"], None
         if pending is not None and self.rank == 0:  # killed during this epoch's evaluation: evaluate it first
             self._evaluate_epoch(self.state["epoch"], pending, ckpt.find_last(self.ckpt_root))
+        elif self.state["global_step"] and self.rank == 0:  # killed before its last save's pruning ended
+            self._prune(keep_also=ckpt.find_last(self.ckpt_root).name)
         for epoch in range(self.state["epoch"], t.num_epochs):
             start, cpu_start = time.time(), time.process_time()
             metrics = self.train_epoch(epoch)

@@ -16,7 +16,10 @@ The save sequence (``save_folder``): every file goes into ``<name>.tmp/``, which
 complete, then ``last`` is replaced atomically. A crash at any moment leaves ``last`` naming a complete folder,
 or (between the two renames of a re-save) naming nothing, and then ``find_last`` falls back to the newest complete
 folder and says so. ``update_state`` rewrites only ``state.json``, atomically, for bookkeeping after a save
-(e.g. an evaluation's score).
+(e.g. an evaluation's score). ``remove_folder`` renames a folder to ``<name>.del`` before deleting it, so a crash
+never leaves a half-deleted folder under a checkpoint's name, and ``recover`` (run before resuming) finishes what a
+killed save or removal left: ``.tmp`` / ``.old`` / ``.del`` folders and stray temporary files go, and a re-save
+killed between its two renames gets its previous folder back.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import yaml
 from drifting_policy.utils.io import atomic_write_json, atomic_write_tensors, atomic_write_text, read_json, read_tensors
 
 STATE = "training_state"
+UNFINISHED = (".tmp", ".old", ".del")  # suffixes of folders a save or a removal has not finished with
 
 
 def _barrier(world: int) -> None:
@@ -134,6 +138,40 @@ def update_state(folder: str | Path, **changes) -> dict:
     return state
 
 
+def remove_folder(folder: str | Path) -> None:
+    """Delete a checkpoint folder: renamed to ``<name>.del`` first (one atomic step), so a crash during the
+    deletion leaves no partial folder that looks like a checkpoint."""
+    folder = Path(folder)
+    trash = folder.with_name(folder.name + ".del")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(folder, trash)
+    shutil.rmtree(trash)
+
+
+def recover(root: str | Path) -> list[str]:
+    """Finish what a killed ``save_folder`` / ``remove_folder`` / ``update_state`` left in ``root`` (call it from
+    one process, before ``find_last``, when resuming). Returns what was done, one line each."""
+    root, done = Path(root), []
+    last = root / "last"
+    if last.is_symlink() and not last.exists():  # killed between the two renames of a re-save of ``last``'s folder
+        target = root / os.readlink(last)
+        old = target.with_name(target.name + ".old")
+        if is_complete(old):
+            os.replace(old, target)
+            done.append(f"restored {target.name} from {old.name}")
+    for path in sorted(root.iterdir()):
+        if path.name == "last.tmp" and path.is_symlink():
+            path.unlink()
+        elif path.is_dir() and not path.is_symlink() and path.name.endswith(UNFINISHED):
+            shutil.rmtree(path)
+            done.append(f"removed the unfinished {path.name}")
+        elif path.is_dir() and not path.is_symlink():  # atomic writes killed before their rename (.<name>.*.tmp)
+            for stray in [*path.glob(".*.tmp"), *(path / STATE).glob(".*.tmp")]:
+                stray.unlink()
+                done.append(f"removed the temporary file {stray.relative_to(root)}")
+    return done
+
+
 def is_complete(folder: Path) -> bool:
     return (folder / STATE / "state.json").is_file() and (folder / "config.yaml").is_file()
 
@@ -145,8 +183,8 @@ def find_last(root: str | Path) -> Path | None:
     last = root / "last"
     if last.is_dir() and is_complete(last):
         return last.resolve()
-    candidates = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.endswith(".tmp")
-                  and is_complete(p)] if root.is_dir() else []
+    candidates = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()
+                  and not p.name.endswith((".tmp", ".del")) and is_complete(p)] if root.is_dir() else []
     if not candidates:
         if last.is_symlink():
             warnings.warn(f"{last} names {os.readlink(last)!r}, which is not a complete checkpoint, and no other "
