@@ -32,7 +32,7 @@ from drifting_policy.image.queue import QUEUE_DTYPES, ClassQueue, GlobalQueue, c
 from drifting_policy.utils import checkpoint as ckpt
 from drifting_policy.utils.distributed import all_mean, broadcast_module, init_from_env, wants_cuda, world
 from drifting_policy.utils.ema import EMA
-from drifting_policy.utils.io import atomic_write_text
+from drifting_policy.utils.io import truncate_jsonl_log
 
 REQUIRED = ("method", "seed", "out_dir", "data", "model", "drift", "optim", "train")
 
@@ -189,8 +189,8 @@ def load_checkpoint(folder: Path, model, ema: EMA, opt, queues: tuple) -> int:
 
 # config keys a resumed image run may change: they do not alter what is trained (the lr is constant after warmup,
 # so train.steps only says where to stop)
-IMAGE_RESUMABLE_CHANGES = ("train.steps", "train.resume", "train.log_every", "train.ckpt_every", "eval", "sample", "threads", "device",
-                           "dry_run")
+IMAGE_RESUMABLE_CHANGES = ("train.steps", "train.resume", "train.log_every", "train.ckpt_every", "eval", "sample",
+                           "threads", "device", "dry_run")
 
 
 def find_resume_point(cfg, run: Path) -> Path | None:
@@ -205,14 +205,14 @@ def find_resume_point(cfg, run: Path) -> Path | None:
             raise FileExistsError(f"{root} exists and train.resume=false: continue it with train.resume=true, or "
                                   "choose another out_dir")
         return None
-    return ckpt.find_last(root) if root.is_dir() else None
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Keep the rows of ``step`` and before: a resumed run logs the steps after its checkpoint again."""
-    if path.is_file():
-        rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
-        atomic_write_text(path, "".join(r + "\n" for r in rows))
+    if not root.is_dir():
+        return None
+    if world()[0] == 0:  # finish what a kill during a save left behind, before choosing where to resume
+        for line in ckpt.recover(root):
+            print(f"[train_image] {line}")
+    if world()[1] > 1:
+        torch.distributed.barrier()
+    return ckpt.find_last(root)
 
 
 def train(cfg) -> Path:
@@ -238,7 +238,7 @@ def train(cfg) -> Path:
         fill_queues(source, class_q, global_q, need, cfg.data.push_per_step)
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
-        truncate_log(run / "log.jsonl", start)
+        truncate_jsonl_log(run / "log.jsonl", lambda s: s <= start)
         print(f"[train_image] {cfg.method} {cfg.model.size}: {count_parameters(model) / 1e6:.2f}M params, "
               f"world {size}, device {device}, start step {start}" + (f" ({last})" if last else ""))
     net = DistributedDataParallel(model) if size > 1 else model

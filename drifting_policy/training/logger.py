@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 
-from drifting_policy.utils.io import atomic_write_text
+from drifting_policy.utils.io import truncate_jsonl_log
 
 
 class RunLogger:
@@ -39,19 +38,7 @@ class RunLogger:
     def truncate_after(self, step: int, inclusive: bool = True) -> None:
         """On resume, drop records written after the checkpoint (and, with ``inclusive=False``, the checkpoint's
         own step, whose epoch is about to be logged again), so the log reads as one uninterrupted run."""
-        if self.path.exists():
-            keep = (lambda s: s <= step) if inclusive else (lambda s: s < step)  # noqa: E731
-            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-            rows = []
-            for i, line in enumerate(lines):
-                try:
-                    rows.append((line, json.loads(line)["step"]))
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    if i < len(lines) - 1:
-                        raise ValueError(f"{self.path}: line {i + 1} is not a log record ({e}): {line[:80]!r}") from e
-                    warnings.warn(f"{self.path}: dropping its last line, cut short by the interruption: "
-                                  f"{line[:80]!r}", stacklevel=2)  # appends are not atomic; a kill can cut one
-            atomic_write_text(self.path, "".join(ln + "\n" for ln, s in rows if keep(s)))
+        truncate_jsonl_log(self.path, (lambda s: s <= step) if inclusive else (lambda s: s < step))
 
     def close(self) -> None:
         if self.wandb:

@@ -94,3 +94,25 @@ def read_json(path: str | Path):
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def truncate_jsonl_log(path: str | Path, keep) -> None:
+    """Rewrite a JSON-lines log (records with a "step") with only the records whose step passes ``keep``, atomically:
+    a resumed run logs the steps after its checkpoint again. Appends are not atomic, so a kill can cut the last line:
+    it is dropped with a warning; a damaged line elsewhere raises naming the file and the line."""
+    import warnings
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append((line, json.loads(line)["step"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not a log record ({e}): {line[:80]!r}") from e
+            warnings.warn(f"{path}: dropping its last line, cut short by the interruption: {line[:80]!r}",
+                          stacklevel=3)
+    atomic_write_text(path, "".join(ln + "\n" for ln, step in rows if keep(step)))
