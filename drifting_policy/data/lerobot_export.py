@@ -10,9 +10,6 @@ lerobot does. Everything is written into a temporary folder beside ``root`` and 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import av
@@ -23,6 +20,7 @@ import pyarrow.parquet as pq
 from drifting_policy.data.lerobot import BOOKKEEPING, CODEBASE_VERSION
 from drifting_policy.data.replay_buffer import ReplayBuffer
 from drifting_policy.data.video import DEFAULT_CODEC, DEFAULT_CRF, VideoWriter
+from drifting_policy.utils.io import atomic_folder
 
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
@@ -108,9 +106,7 @@ def export_lerobot(buffer: ReplayBuffer, root: str | Path, fps: int, task: str =
     frame_keys = [k for k in names if k not in video_keys]
     lengths, ends = buffer.episode_lengths, buffer.episode_ends
     starts = ends - lengths
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", suffix=".tmp", dir=root.parent))
-    try:
+    with atomic_folder(root, replace=True) as tmp:
         episodes = {"episode_index": np.arange(buffer.n_episodes), "tasks": [[task]] * buffer.n_episodes,
                     "length": lengths, "dataset_from_index": starts, "dataset_to_index": ends}
         frame_index = np.concatenate([np.arange(n) for n in lengths])
@@ -161,12 +157,6 @@ def export_lerobot(buffer: ReplayBuffer, root: str | Path, fps: int, task: str =
                 "video_path": VIDEO_PATH if video_keys else None, "features": features}
         (tmp / "meta" / "stats.json").write_text(json.dumps(stats, indent=1))
         (tmp / "meta" / "info.json").write_text(json.dumps(info, indent=4))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 

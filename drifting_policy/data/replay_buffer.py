@@ -13,15 +13,13 @@ chunk, also those equal to the fill value, so that a missing chunk always means 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import zarr
 
 from drifting_policy.data.store_checks import check_episode_ends, metadata_error, read_array
+from drifting_policy.utils.io import atomic_folder
 
 
 class ReplayBuffer:
@@ -70,10 +68,7 @@ class ReplayBuffer:
 
     def save(self, path: str | Path, zarr_format: int = 2, chunk_steps: int = 1024) -> None:
         """Write the store atomically: into a temporary folder beside ``path``, then rename over it."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent))
-        try:
+        with atomic_folder(path, replace=True) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=zarr_format)
             data = root.create_group("data")
             every_chunk = {"write_empty_chunks": True}  # so a missing chunk file always means a lost one
@@ -81,12 +76,6 @@ class ReplayBuffer:
                 data.create_array(k, data=v, chunks=(min(chunk_steps, max(len(v), 1)), *v.shape[1:]),
                                   config=every_chunk)
             root.create_group("meta").create_array("episode_ends", data=self.episode_ends, config=every_chunk)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, path: str | Path, keys: list[str] | None = None, allow_missing_chunks: bool = False) -> ReplayBuffer:
