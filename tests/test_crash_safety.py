@@ -13,6 +13,7 @@ import os
 import shutil
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -129,19 +130,25 @@ def reference(tmp_path):
     return tmp_path / "uninterrupted"
 
 
-def test_a_kill_at_every_step_of_every_save_resumes_bit_identically(tmp_path, reference):
+def kill_at_every_step(make_cfg, reference) -> tuple[int, dict]:
+    """Run ``make_cfg(n)`` killed at its n-th filesystem step, resume it, compare with ``reference``, for n = 1, 2,
+    ... until a run has fewer than n steps. Returns (the number of kill points, {n: difference})."""
     n, failed = 0, {}
     while True:
         n += 1
-        cfg = two_epoch_config(tmp_path, f"killed_{n}")
+        cfg = make_cfg(n)
         if not run_killed(cfg, n):  # fewer than n steps in the whole run: every step has been a kill point
-            break
+            return n - 1, failed
         resume(cfg)
-        if problem := differences(tmp_path / f"killed_{n}", reference):
+        if problem := differences(Path(cfg.run_dir), reference):
             failed[n] = problem
-        shutil.rmtree(tmp_path / f"killed_{n}")
-    assert n > 30, f"only {n - 1} filesystem steps in two epochs with three saves: the injection missed them"
-    assert not failed, f"{len(failed)} of {n - 1} kill points did not resume exactly: {failed}"
+        shutil.rmtree(cfg.run_dir)
+
+
+def test_a_kill_at_every_step_of_every_save_resumes_bit_identically(tmp_path, reference):
+    steps, failed = kill_at_every_step(lambda n: two_epoch_config(tmp_path, f"killed_{n}"), reference)
+    assert steps >= 30, f"only {steps} filesystem steps in two epochs with three saves: the injection missed them"
+    assert not failed, f"{len(failed)} of {steps} kill points did not resume exactly: {failed}"
 
 
 def test_a_kill_during_the_resave_of_an_epoch_resumes_bit_identically(tmp_path, reference):
@@ -151,20 +158,16 @@ def test_a_kill_during_the_resave_of_an_epoch_resumes_bit_identically(tmp_path, 
     first = two_epoch_config(tmp_path, "first_kill")
     assert run_killed(first, 1, only=lambda name, args: name == "symlink" and str(args[0]) == "epoch_0002")
     assert os.readlink(tmp_path / "first_kill" / "checkpoints" / "last") == "epoch_0001"
-    m, failed = 0, {}
-    while True:
-        m += 1
+
+    def again(m):
         shutil.copytree(tmp_path / "first_kill", tmp_path / f"again_{m}", symlinks=True)
         cfg = two_epoch_config(tmp_path, f"again_{m}")
         cfg.training.resume = True
-        if not run_killed(cfg, m):
-            break
-        resume(cfg)
-        if problem := differences(tmp_path / f"again_{m}", reference):
-            failed[m] = problem
-        shutil.rmtree(tmp_path / f"again_{m}")
-    assert m > 20, f"only {m - 1} steps in the resumed run"
-    assert not failed, f"{len(failed)} of {m - 1} second kill points did not resume exactly: {failed}"
+        return cfg
+
+    steps, failed = kill_at_every_step(again, reference)
+    assert steps >= 20, f"only {steps} steps in the resumed run"
+    assert not failed, f"{len(failed)} of {steps} second kill points did not resume exactly: {failed}"
 
 
 def test_a_resave_of_the_folder_last_names_killed_between_its_renames_is_recovered(tmp_path):
