@@ -51,6 +51,17 @@ def check_delta_controller(path: str | Path) -> None:
         raise ValueError(f"{path}: {e}") from e
 
 
+def refresh_images(path: str | Path) -> None:
+    """Render the images of one of our robomimic files again if an older camera version made them (the reader's
+    caches are keyed on the file, so they follow)."""
+    from envs.experts.robomimic import RENDER_VERSION, add_images, stale_images
+
+    stale = stale_images(path)
+    if stale is not None:
+        print(f"{path}: its images predate camera render version {RENDER_VERSION}; rendering them again")
+        add_images(path, **stale)
+
+
 def _generate(path: Path, gen: dict) -> None:
     import envs
 
@@ -75,6 +86,8 @@ def prepare_dataset(task_cfg) -> Path:
                 f"file, or write demos there explicitly: python scripts/generate_demos.py task=<expert> n=<N> out={path}")
         if int(os.environ.get("RANK", 0)) == 0:
             _generate(path, gen)
+    if ds.get("format", "zarr") == "robomimic_hdf5" and int(os.environ.get("RANK", 0)) == 0:
+        refresh_images(path)
     if ds.get("format", "zarr") == "robomimic_hdf5" and not ds.get("abs_action", True):
         check_delta_controller(path)
     if ds.get("format", "zarr") == "robomimic_hdf5" and ds.get("abs_action", True):

@@ -364,3 +364,27 @@ def test_camera_frames_look_like_robosuites_own_cameras_as_robomimic_stores_them
         assert error < 3.0, f"{cam}: mean pixel error {error:.2f} / 255"
     ref.close()
     env.close()
+
+
+def test_image_demos_rendered_by_an_older_camera_version_are_rendered_again(tmp_path):
+    from envs.datasets import refresh_images
+    from envs.experts.robomimic import RENDER_VERSION, generate_lift, stale_images
+
+    path = tmp_path / "lift_images.hdf5"
+    generate_lift(path, 1, render_images=True, image_size=24)
+    with h5py.File(path, "r+") as f:
+        assert f["data"].attrs["render_version"] == RENDER_VERSION
+        current = f["data/demo_0/obs/agentview_image"][:]
+        f["data/demo_0/obs/agentview_image"][...] = 0  # as if an older renderer had drawn it
+        f["data"].attrs["render_version"] = RENDER_VERSION - 1
+    refresh_images(path)
+    with h5py.File(path, "r") as f:
+        assert f["data"].attrs["render_version"] == RENDER_VERSION
+        np.testing.assert_array_equal(f["data/demo_0/obs/agentview_image"][:], current)
+    before = path.stat().st_mtime_ns
+    refresh_images(path)  # current: left alone
+    assert path.stat().st_mtime_ns == before
+    with h5py.File(path, "r+") as f:  # a file robomimic's tools wrote: never ours to re-render
+        del f["data"].attrs["generated_by"], f["data/demo_0"].attrs["seed"]
+        f["data"].attrs["render_version"] = RENDER_VERSION - 1
+    assert stale_images(path) is None

@@ -100,6 +100,7 @@ def write_episodes(path: Path, env_name: str, episodes: list[dict], model_xml: s
     with h5py.File(path, "w") as f:
         data = f.create_group("data")
         data.attrs["env_args"] = env_args_json(env_name)
+        data.attrs["generated_by"] = GENERATED_BY
         data.attrs["total"] = int(sum(len(e["actions"]) for e in episodes))
         names = []
         for i, ep in enumerate(episodes):
@@ -123,10 +124,31 @@ def write_episodes(path: Path, env_name: str, episodes: list[dict], model_xml: s
         f.create_dataset("mask/train", data=np.array(names[: len(names) - n_valid], dtype="S"))
 
 
+# Bump when the cameras render differently, so that image demos rendered before are rendered again (prepare_dataset):
+# 2 = collision geoms hidden as robosuite hides them (1 drew them: 8-15 / 255 mean pixel error against robomimic's).
+RENDER_VERSION = 2
+GENERATED_BY = "drifting_policy"  # data attribute of the files our experts write (never re-render a public file)
+
+
+def stale_images(path: str | Path) -> dict | None:
+    """For one of our own image files rendered by an older camera version: {"camera_names", "image_size"} to render
+    it again with; None for a file without images, a current one, or a file we did not write."""
+    with h5py.File(path, "r") as f:
+        data = f["data"]
+        demo = data[sorted(data.keys())[0]] if len(data) else None
+        ours = data.attrs.get("generated_by") == GENERATED_BY or (
+            demo is not None and "seed" in demo.attrs and "final_state" in demo.attrs)  # written before the attribute
+        images = sorted(k for k in (demo["obs"].keys() if demo is not None and "obs" in demo else []) if k.endswith("_image"))
+        if not ours or not images or int(data.attrs.get("render_version", 1)) == RENDER_VERSION:
+            return None
+        return {"camera_names": [k[: -len("_image")] for k in images], "image_size": int(demo["obs"][images[0]].shape[1])}
+
+
 def add_images(path: str | Path, camera_names: list[str] | None = None, image_size: int | None = None) -> float:
     """Render <camera>_image observations for every stored state of an HDF5 file, in place; returns seconds."""
     start = time.time()
     with h5py.File(path, "r+") as f:
+        f["data"].attrs["render_version"] = RENDER_VERSION
         env_name = json.loads(f["data"].attrs["env_args"])["env_name"]
         env = RobomimicEnv(env_name, obs_type="visual", abs_action=False, camera_names=camera_names,
                            image_size=image_size)
