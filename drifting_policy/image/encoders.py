@@ -1,4 +1,4 @@
-"""Latent-MAE feature encoder: a GroupNorm ResNet with basic blocks and a U-Net decoder (REFERENCE.md 1.2).
+"""Latent-MAE feature encoder: a GroupNorm ResNet with basic blocks and a U-Net decoder (docs/notes/field.md section 2).
 
 Trained by masked reconstruction (50% of 2x2 patches zeroed, L2 on the masked regions only) with an optional
 classification fine-tune. After training it is frozen and ``feature_maps`` gives the multi-scale maps that the

@@ -1,4 +1,4 @@
-"""Multi-scale feature sets for the image drifting loss (REFERENCE.md 1.2).
+"""Multi-scale feature sets for the image drifting loss (docs/notes/field.md section 2).
 
 Every set is a tensor (groups, samples, S). Groups are class x location: samples are only compared with samples of
 the same class at the same location (or the same patch), never across locations. Each set gets its own

@@ -1,4 +1,4 @@
-"""DiT-style one-step generator for drifting image models (paper section on ImageNet, REFERENCE.md 1.2).
+"""DiT-style one-step generator for drifting image models (the paper's ImageNet section; docs/notes/field.md section 2).
 
 noise (B, C, H, W) + class label + CFG scale alpha + 32 random style indices -> image or latent (B, C, H, W).
 Blocks use RMSNorm, QK-norm, 2-D RoPE, SwiGLU and adaLN-zero modulation from one condition vector; 16 learned

@@ -1,4 +1,4 @@
-"""Sample queues for image drifting and the training-time CFG weights (REFERENCE.md 1.2).
+"""Sample queues for image drifting and the training-time CFG weights (docs/notes/field.md section 2).
 
 Positives for class c come from a per-class queue of the most recent real samples of c; unconditional negatives
 come from one global queue of recent real samples of any class. Both are ring buffers fed by the data stream and
