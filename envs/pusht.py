@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pygame
 from gym_pusht.envs.pusht import PushTEnv as _GymPushTEnv
+from gym_pusht.envs.pusht import pymunk_to_shapely
 from gymnasium import spaces
 
 from envs.geometry import planar_transform
@@ -133,6 +134,15 @@ class PushTEnv(_GymPushTEnv):
 
     def coverage(self) -> float:
         return float(self._get_coverage())
+
+    def _get_coverage(self) -> float:
+        """gym-pusht's coverage with the T's two shapes in a fixed order: pymunk keeps a body's shapes in a set
+        (ordered by memory address), and the polygon intersection's last bit depends on that order, so the same
+        state gave different scores in different processes."""
+        shapes = sorted(self.block.shapes, key=lambda shape: [tuple(v) for v in shape.get_vertices()])
+        goal = pymunk_to_shapely(self.get_goal_pose_body(self.goal_pose), shapes)
+        block = pymunk_to_shapely(self.block, shapes)
+        return goal.intersection(block).area / goal.area
 
     # ---- gymnasium API -----------------------------------------------------------------------------------------
     def get_obs(self) -> dict[str, np.ndarray]:

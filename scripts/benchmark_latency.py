@@ -8,12 +8,10 @@ import os
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 
-from drifting_policy.benchmark.latency import measure_latency
+from drifting_policy.benchmark.latency import measure_latency, untrained_policy
 from drifting_policy.config import compose_run_config, invoked_command
-from drifting_policy.factory import build_policy
 from drifting_policy.utils.io import atomic_write_json
 
 HEADS = [("drifting", {}), ("diffusion", {"sampler": "ddpm", "num_inference_steps": 100}),
@@ -31,11 +29,7 @@ def main(args):
             for name, extra in HEADS:
                 cfg = compose_run_config(task, name, scale)
                 cfg.policy.update(extra)
-                torch.manual_seed(0)
-                policy = build_policy(cfg)
-                meta = cfg.task.shape_meta
-                low = {k: np.random.randn(16, m.shape[0]) for k, m in meta.obs.items() if m.type == "low_dim"}
-                policy.normalizer.fit(low | {"action": np.random.randn(16, meta.action.shape[0])})
+                policy = untrained_policy(cfg)
                 row = {"task": task, "scale": scale, "policy": name if name == "drifting" else extra["sampler"] +
                        f"-{extra['num_inference_steps']}", "down_dims": list(cfg.policy.down_dims)}
                 row |= measure_latency(policy.to(device), n_warmup=3, n_calls=int(args.calls))

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from drifting_policy.config import compose_run_config, invoked_command
-from drifting_policy.factory import build_policy
+from drifting_policy.benchmark.latency import untrained_policy
 from drifting_policy.utils.io import atomic_write_json
 
 
@@ -26,11 +26,8 @@ def random_batch(cfg, batch_size: int) -> dict:
 
 
 def time_steps(cfg, batch_size: int, steps: int) -> dict:
-    torch.manual_seed(0)
-    policy = build_policy(cfg)
+    policy = untrained_policy(cfg)
     batch = random_batch(cfg, batch_size)
-    low = {k: v.flatten(0, 1) for k, v in batch["obs"].items() if cfg.task.shape_meta.obs[k].get("type") != "rgb"}
-    policy.normalizer.fit(low | {"action": batch["action"].flatten(0, 1)}, {})
     optim = torch.optim.AdamW(policy.parameters(), lr=1e-4)
     times = []
     for i in range(steps + 2):

@@ -10,6 +10,8 @@ import time
 import numpy as np
 import torch
 
+from drifting_policy.factory import build_policy
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -38,6 +40,18 @@ def example_obs(shape_meta: dict, n_obs_steps: int, batch: int = 1, device="cpu"
         x = torch.rand(shape, generator=g) if meta.get("type", "low_dim") == "rgb" else torch.randn(shape, generator=g)
         out[key] = x.to(device)
     return out
+
+
+def untrained_policy(cfg, seed: int = 0):
+    """A freshly initialised policy of ``cfg`` (a composed run config) with its normaliser fitted to standard-normal
+    data: what timing needs (a call costs the same whatever the weights), no dataset required."""
+    torch.manual_seed(seed)
+    policy = build_policy(cfg)
+    meta = cfg.task.shape_meta
+    g = np.random.default_rng(seed)
+    low = {k: g.standard_normal((16, *m.shape)) for k, m in meta.obs.items() if m.get("type", "low_dim") != "rgb"}
+    policy.normalizer.fit(low | {"action": g.standard_normal((16, *meta.action.shape))})
+    return policy
 
 
 @torch.no_grad()
