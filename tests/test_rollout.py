@@ -1,5 +1,7 @@
 """Rollouts: environments stepped in worker processes give the serial results, and crashes fail single episodes."""
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,3 +55,17 @@ def test_a_worker_process_that_dies_fails_only_the_episode_that_killed_it():
     assert results[0].get("rerun_alone") and results[0]["length"] == 20  # lost with the worker, then run alone
     assert not results[1].get("rerun_alone") and not results[3].get("rerun_alone")
     assert "exit code 3" in results[2]["error"]
+
+
+def test_camera_env_in_workers_after_the_parent_rendered_gives_the_serial_results(tmp_path):
+    # the eval benchmark renders in this process first (warm-up, serial run), then starts workers: forked from such a
+    # process, a robosuite camera env hung at its first frame (OSMesa state inherited half-way)
+    repo = Path(__file__).parents[1]
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "scripts/benchmark_eval.py", "task=lift_visual", "n_episodes=3", "max_steps=6",
+           "workers=[0,2]", "batch_size=3", f"out={out}"]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["bit_identical_results"] == {"0": True, "2": True}
+    assert [r["steps"] for r in result["rows"]] == [18, 18]

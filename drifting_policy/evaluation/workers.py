@@ -79,13 +79,24 @@ def _worker(conn, make_wrapped: Callable, slots: list[int], record: list[bool]) 
         conn.close()
 
 
+def _context():
+    """Workers are forked from a fork server: a clean process started once, with the rollout code imported (a spawned
+    worker re-imports torch and the rest: ~20 s per worker here). Not forked from the caller: a process that has
+    rendered (a serial evaluation, an env made to read its action space) holds OSMesa / EGL state and render threads
+    that a forked child inherits half-way, and the child hung at its first frame."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["drifting_policy.evaluation.rollout"])
+    return ctx
+
+
 class WorkerEnvs:
-    """Episode slots spread round-robin over ``n_workers`` processes. They are forked where the platform can (a
-    spawned worker re-imports torch and the rest: ~20 s per worker here); the parent never holds a simulator or a GL
-    context when it starts them, and a worker never runs torch."""
+    """Episode slots spread round-robin over ``n_workers`` processes (``_context``); a worker never runs torch.
+    ``make_wrapped`` must be picklable (``factory.env_factory``'s is: it carries the env's registry spec)."""
 
     def __init__(self, make_wrapped: Callable, n: int, record: list[bool], n_workers: int):
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        ctx = _context()
         self.owner = {i: i % n_workers for i in range(n)}
         self.conns, self.procs, self.dead = [], [], {}
         for w in range(n_workers):
