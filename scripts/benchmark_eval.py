@@ -5,7 +5,6 @@ on the same policy and test seeds; checks that every episode's result is identic
         [checkpoint=outputs/lift_visual/drifting/seed42] [out=docs/benchmark/eval_workers_lift_visual.json]
 """
 
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -33,12 +32,6 @@ def close(x, y, rel: float = 1e-12) -> bool:
     return x == y
 
 
-def cpu_seconds() -> float:
-    """User + system CPU of this process and of its finished children (the worker processes)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 @hydra.main(config_path="../configs/scripts", config_name="benchmark_eval", version_base="1.3")
 def main(args):
     torch.set_num_threads(args.threads)
@@ -56,14 +49,14 @@ def main(args):
     rows, episodes = [], {}
     for workers in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
-            cpu, start = cpu_seconds(), time.perf_counter()
+            start = time.perf_counter()
             summary = evaluate_policy(policy, cfg, tmp, args.n_episodes, args.seed_start, n_videos=0, trusted=True,
                                       n_workers=int(workers))
             wall = time.perf_counter() - start
             episodes[workers] = read_json(Path(tmp) / "metrics.json")["episodes"]
-        rows.append({"workers": int(workers), "wall_s": round(wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),
-                     "mean_score": summary["mean_score"], "steps": sum(e["length"] for e in episodes[workers])})
-        print(f"workers {workers}: {wall:7.1f} s wall, {rows[-1]['cpu_s']:7.1f} s CPU, {rows[-1]['steps']} env steps, "
+        rows.append({"workers": int(workers), "wall_s": round(wall, 1), "mean_score": summary["mean_score"],
+                     "steps": sum(e["length"] for e in episodes[workers])})
+        print(f"workers {workers}: {wall:7.1f} s wall, {rows[-1]['steps']} env steps, "
               f"mean score {summary['mean_score']:.3f}", flush=True)
     base = args.workers[0]
     identical = {str(w): episodes[w] == episodes[base] for w in args.workers}

@@ -48,12 +48,12 @@ def test_an_env_that_raises_fails_its_episode_only(n_workers):
 
 
 def test_a_worker_process_that_dies_fails_only_the_episode_that_killed_it():
-    resets = [{"seed": s} for s in (11, 12, 14, 15)]  # seed 14 ends its process; 11 shares its worker (round robin)
+    resets = [{"seed": s} for s in (11, 12, 14, 15)]  # seed 14 ends its process; 15 shares its worker (slot pairs)
     with pytest.warns(UserWarning, match="worker process died"):
         results = run(resets, 2)
     assert [("error" in r) for r in results] == [False, False, True, False]
-    assert results[0].get("rerun_alone") and results[0]["length"] == 20  # lost with the worker, then run alone
-    assert not results[1].get("rerun_alone") and not results[3].get("rerun_alone")
+    assert results[3].get("rerun_alone") and results[3]["length"] == 20  # lost with the worker, then run alone
+    assert not results[0].get("rerun_alone") and not results[1].get("rerun_alone")
     assert "exit code 3" in results[2]["error"]
 
 

@@ -121,9 +121,9 @@ def rollout(policy, make_env, resets: list[dict], n_obs_steps: int, n_action_ste
     scalars, ``error`` if its environment raised (the episode counts as failed), and ``video`` (a path) for the
     first ``n_videos`` episodes.
 
-    ``batch_size`` episodes run in lockstep with one policy call per step; ``n_workers`` > 1 steps their
-    environments in that many worker processes (``make_env`` must then be picklable, as ``factory.env_factory``'s
-    is). Deterministic given its arguments, with or without workers: the policy's sampling noise comes from torch's
+    ``batch_size`` episodes run in lockstep, their two halves in turn (one policy call per half and step);
+    ``n_workers`` > 1 steps their environments in that many worker processes, one half while the policy computes
+    the other's actions (``make_env`` must then be picklable, as ``factory.env_factory``'s is). Deterministic given its arguments, with or without workers: the policy's sampling noise comes from torch's
     global generator, seeded with ``seed`` inside a forked RNG state, so the caller's (training's) random stream is
     left exactly as it was and the same checkpoint on the same resets scores the same every time.
     """
@@ -161,8 +161,8 @@ def rollout(policy, make_env, resets: list[dict], n_obs_steps: int, n_action_ste
 
 
 def _run_episodes(policy, envs, resets: list[dict], first: int, video_dir, bar) -> list[dict]:
-    """Step ``envs`` in lockstep, one batched policy call per step. An episode whose environment raises is ended
-    and reported as failed (``error``), without losing the others."""
+    """Step ``envs`` in lockstep, one batched policy call per half of the episodes and step. An episode whose
+    environment raises is ended and reported as failed (``error``), without losing the others."""
     n = len(resets)
     done, final_info = [False] * n, [{} for _ in range(n)]
     errors: list[str | None] = [None] * n
@@ -180,10 +180,8 @@ def _run_episodes(policy, envs, resets: list[dict], first: int, video_dir, bar) 
             obs[i] = value
         else:
             fail(i, value)
-    while not all(done):
-        active = [i for i in range(n) if not done[i]]
-        actions = policy.predict_action(obs_to_torch([obs[i] for i in active], policy.shape_meta))["action"]
-        for i, (ok, value) in envs.step(dict(zip(active, actions.cpu().numpy()))).items():
+    def receive() -> None:
+        for i, (ok, value) in envs.step_receive().items():
             if not ok:
                 fail(i, value)
                 continue
@@ -192,6 +190,24 @@ def _run_episodes(policy, envs, resets: list[dict], first: int, video_dir, bar) 
                 done[i] = True
                 if bar is not None:
                     bar.update(1)
+
+    # Two halves (even / odd slots) take turns: the policy computes one half's actions while the other half's
+    # environments step in the workers. The same calls in the same order without workers, so the same results.
+    halves = [list(range(0, n, 2)), list(range(1, n, 2))]
+    in_flight = False
+    while True:
+        for half in halves:
+            active = [i for i in half if not done[i]]
+            if active:
+                actions = policy.predict_action(obs_to_torch([obs[i] for i in active], policy.shape_meta))["action"]
+            if in_flight:
+                receive()
+                in_flight = False
+            if active:
+                envs.step_send(dict(zip(active, actions.cpu().numpy())))
+                in_flight = True
+        if all(done) and not in_flight:
+            break
     results = []
     for i, (end, kw) in enumerate(zip(envs.finish(), resets)):
         end = end or {"max_score": 0.0, "success": False, "n_completed": 0, "length": 0, "frames": None}

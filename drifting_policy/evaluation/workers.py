@@ -39,6 +39,13 @@ class LocalEnvs:
     def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
         return {i: _call(lambda i=i, a=a: self.envs[i].step(a)) for i, a in actions.items()}
 
+    def step_send(self, actions: dict[int, np.ndarray]) -> None:
+        """Step now (one process has nothing to overlap); ``step_receive`` hands the results over."""
+        self._stepped = self.step(actions)
+
+    def step_receive(self) -> dict[int, tuple]:
+        return self._stepped
+
     def finish(self) -> list[dict]:
         return [_finish(env) for env in self.envs]
 
@@ -97,7 +104,8 @@ class WorkerEnvs:
 
     def __init__(self, make_wrapped: Callable, n: int, record: list[bool], n_workers: int):
         ctx = _context()
-        self.owner = {i: i % n_workers for i in range(n)}
+        self.owner = {i: (i // 2) % n_workers for i in range(n)}  # pairs of slots: rollout's even / odd halves
+                                                                   # each spread over all workers
         self.conns, self.procs, self.dead = [], [], {}
         for w in range(n_workers):
             slots = [i for i in range(n) if self.owner[i] == w]
@@ -127,6 +135,9 @@ class WorkerEnvs:
         return payload
 
     def _broadcast(self, cmd: str, per_slot: dict | None) -> dict:
+        return self._gather(self._send(cmd, per_slot))
+
+    def _send(self, cmd: str, per_slot: dict | None) -> list[int]:
         asked = []
         for w, conn in enumerate(self.conns):
             if w in self.dead:
@@ -139,6 +150,9 @@ class WorkerEnvs:
                 asked.append(w)
             except (BrokenPipeError, OSError):
                 self.dead[w] = f"{WORKER_DIED}: process {self.procs[w].pid}"
+        return asked
+
+    def _gather(self, asked: list[int]) -> dict:
         answers = {}
         for w in asked:  # every worker was sent its part first: they step in parallel
             answers |= self._receive(w) or {}
@@ -152,8 +166,17 @@ class WorkerEnvs:
         return [answers.get(i) or self._failed(i) for i in range(len(kwargs))]
 
     def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
-        answers = self._broadcast("step", actions)
-        return {i: answers.get(i) or self._failed(i) for i in actions}
+        self.step_send(actions)
+        return self.step_receive()
+
+    def step_send(self, actions: dict[int, np.ndarray]) -> None:
+        """Send the actions and return at once: the workers step while the caller computes the next actions."""
+        self._in_flight = (list(actions), self._send("step", actions))
+
+    def step_receive(self) -> dict[int, tuple]:
+        slots, asked = self._in_flight
+        answers = self._gather(asked)
+        return {i: answers.get(i) or self._failed(i) for i in slots}
 
     def finish(self) -> list[dict | None]:
         answers = self._broadcast("finish", None)
