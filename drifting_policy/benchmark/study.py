@@ -182,7 +182,7 @@ def plot(table: dict, task: str, path: Path) -> None:
     for i, (name, row) in enumerate(sorted(table.items())):
         color = f"C{i}"
         for j, c in enumerate(row["curves"]):
-            label = f"{name} ({len(row['curves'])} seeds)" if j == 0 else None
+            label = f"{name} ({len(row['curves'])} seed{'s' if len(row['curves']) > 1 else ''})" if j == 0 else None
             axes[0].plot(c["epoch"], c["score"], "-o", color=color, ms=3, alpha=0.8, label=label)
             axes[1].plot(c["cpu_min"], c["score"], "-o", color=color, ms=3, alpha=0.8, label=label)
     axes[0].set_xlabel("epoch")
