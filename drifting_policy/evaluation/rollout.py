@@ -134,28 +134,35 @@ def rollout(policy, make_env, resets: list[dict], n_obs_steps: int, n_action_ste
         results: list[dict] = []
         policy.eval()
         bar = tqdm(total=len(resets), desc=desc, leave=False)
-        for first in range(0, len(resets), batch_size):
-            chunk = resets[first : first + batch_size]
-            record = [first + i < n_videos for i in range(len(chunk))]
-            workers = min(n_workers, len(chunk))
-            envs = (WorkerEnvs(make_wrapped, len(chunk), record, workers) if workers > 1
-                    else LocalEnvs(make_wrapped, len(chunk), record))
-            try:
-                done = _run_episodes(policy, envs, chunk, first, video_dir, bar)
-            finally:  # free the simulators (and their GL contexts), also when something failed
-                envs.close()
-            for i, result in enumerate(done):  # a dead worker took these along: each again, alone
-                if result.get("error", "").startswith(WORKER_DIED):
-                    alone = WorkerEnvs(make_wrapped, 1, [record[i]], 1)
-                    try:
-                        done[i] = _run_episodes(policy, alone, [chunk[i]], first + i, video_dir, None)[0]
-                        done[i]["rerun_alone"] = True
-                        if "error" in done[i]:
-                            warnings.warn(f"episode {first + i} ({chunk[i]}) ended its worker process, also when run "
-                                          f"alone: {done[i]['error']}", stacklevel=2)
-                    finally:
-                        alone.close()
-            results += done
+        workers = min(n_workers, len(resets))
+        pool = WorkerEnvs(make_wrapped, workers) if workers > 1 else None  # one set of processes for all batches
+        try:
+            for first in range(0, len(resets), batch_size):
+                chunk = resets[first : first + batch_size]
+                record = [first + i < n_videos for i in range(len(chunk))]
+                envs = pool.open(len(chunk), record) if pool is not None else LocalEnvs(make_wrapped, len(chunk),
+                                                                                         record)
+                try:
+                    done = _run_episodes(policy, envs, chunk, first, video_dir, bar)
+                finally:  # free the simulators (and their GL contexts), also when something failed
+                    if pool is None:
+                        envs.close()
+                for i, result in enumerate(done):  # a dead worker took these along: each again, alone
+                    if result.get("error", "").startswith(WORKER_DIED):
+                        alone = WorkerEnvs(make_wrapped, 1)
+                        try:
+                            done[i] = _run_episodes(policy, alone.open(1, [record[i]]), [chunk[i]], first + i,
+                                                    video_dir, None)[0]
+                            done[i]["rerun_alone"] = True
+                            if "error" in done[i]:
+                                warnings.warn(f"episode {first + i} ({chunk[i]}) ended its worker process, also when "
+                                              f"run alone: {done[i]['error']}", stacklevel=2)
+                        finally:
+                            alone.close()
+                results += done
+        finally:
+            if pool is not None:
+                pool.close()
         bar.close()
     return results
 

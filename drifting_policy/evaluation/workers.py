@@ -62,20 +62,24 @@ def _call(fn):
         return False, f"{type(e).__name__}: {e}"
 
 
-def _worker(conn, make_wrapped: Callable, slots: list[int], record: list[bool]) -> None:
+def _worker(conn, make_wrapped: Callable) -> None:
+    """Serve one batch of episode slots after another ("make" opens a batch's envs, "finish" ends and closes them)."""
     envs = {}
     try:
-        for i, rec in zip(slots, record):
-            envs[i] = make_wrapped(rec)
-        conn.send(("ready", None))
         while True:
             cmd, payload = conn.recv()
-            if cmd == "reset":
+            if cmd == "make":
+                slots, record = payload
+                for i, rec in zip(slots, record):
+                    envs[i] = make_wrapped(rec)
+                conn.send(("ok", None))
+            elif cmd == "reset":
                 conn.send(("ok", {i: _call(lambda i=i, kw=kw: envs[i].reset(**kw)[0]) for i, kw in payload.items()}))
             elif cmd == "step":
                 conn.send(("ok", {i: _call(lambda i=i, a=a: envs[i].step(a)) for i, a in payload.items()}))
             elif cmd == "finish":
                 conn.send(("ok", {i: _finish(env) for i, env in envs.items()}))
+                envs.clear()
             elif cmd == "close":
                 break
     except Exception:  # noqa: BLE001 (making an env failed: the parent fails these slots)
@@ -99,25 +103,44 @@ def _context():
 
 
 class WorkerEnvs:
-    """Episode slots spread round-robin over ``n_workers`` processes (``_context``); a worker never runs torch.
+    """``n_workers`` processes (``_context``) that step batch after batch of episode slots (``open``); a worker never
+    runs torch. Started once per rollout: a fresh worker costs seconds (imports), an env in a warm one about one.
     ``make_wrapped`` must be picklable (``factory.env_factory``'s is: it carries the env's registry spec)."""
 
-    def __init__(self, make_wrapped: Callable, n: int, record: list[bool], n_workers: int):
-        ctx = _context()
+    def __init__(self, make_wrapped: Callable, n_workers: int):
+        self.ctx, self.make_wrapped = _context(), make_wrapped
+        self.conns: list = [None] * n_workers
+        self.procs: list = [None] * n_workers
+        self.dead: dict[int, str] = {}
+        self.owner: dict[int, int] = {}
+        for w in range(n_workers):
+            self._start(w)
+
+    def _start(self, w: int) -> None:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker, args=(child, self.make_wrapped), daemon=True)
+        proc.start()
+        child.close()
+        self.conns[w], self.procs[w] = parent, proc
+
+    def open(self, n: int, record: list[bool]) -> WorkerEnvs:
+        """Make the envs of ``n`` episode slots; a worker that died in the last batch is replaced first."""
+        for w in list(self.dead):
+            self._stop(w)
+            self._start(w)
+            del self.dead[w]
+        n_workers = len(self.procs)
         self.owner = {i: (i // 2) % n_workers for i in range(n)}  # pairs of slots: rollout's even / odd halves
-                                                                   # each spread over all workers
-        self.conns, self.procs, self.dead = [], [], {}
+        asked = []                                                # each spread over all workers
         for w in range(n_workers):
             slots = [i for i in range(n) if self.owner[i] == w]
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, make_wrapped, slots, [record[i] for i in slots]),
-                               daemon=True)
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
-        for w in range(n_workers):
-            self._receive(w)
+            try:
+                self.conns[w].send(("make", (slots, [record[i] for i in slots])))
+                asked.append(w)
+            except (BrokenPipeError, OSError):
+                self.dead[w] = f"{WORKER_DIED}: process {self.procs[w].pid}"
+        self._gather(asked)
+        return self
 
     def _receive(self, w: int):
         """A worker's answer; a worker that died or failed is marked dead (its slots then fail)."""
@@ -182,15 +205,17 @@ class WorkerEnvs:
         answers = self._broadcast("finish", None)
         return [answers.get(i) for i in range(len(self.owner))]
 
+    def _stop(self, w: int) -> None:
+        if w not in self.dead:
+            try:
+                self.conns[w].send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+        self.conns[w].close()
+        self.procs[w].join(timeout=30)
+        if self.procs[w].is_alive():
+            self.procs[w].kill()
+
     def close(self) -> None:
-        for w, conn in enumerate(self.conns):
-            if w not in self.dead:
-                try:
-                    conn.send(("close", None))
-                except (BrokenPipeError, OSError):
-                    pass
-            conn.close()
-        for proc in self.procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.kill()
+        for w in range(len(self.procs)):
+            self._stop(w)
