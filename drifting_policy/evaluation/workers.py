@@ -36,12 +36,9 @@ class LocalEnvs:
     def reset(self, kwargs: list[dict]) -> list:
         return [_call(lambda env=env, kw=kw: env.reset(**kw)[0]) for env, kw in zip(self.envs, kwargs)]
 
-    def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
-        return {i: _call(lambda i=i, a=a: self.envs[i].step(a)) for i, a in actions.items()}
-
     def step_send(self, actions: dict[int, np.ndarray]) -> None:
         """Step now (one process has nothing to overlap); ``step_receive`` hands the results over."""
-        self._stepped = self.step(actions)
+        self._stepped = {i: _call(lambda i=i, a=a: self.envs[i].step(a)) for i, a in actions.items()}
 
     def step_receive(self) -> dict[int, tuple]:
         return self._stepped
@@ -68,9 +65,8 @@ def _worker(conn, make_wrapped: Callable) -> None:
     try:
         while True:
             cmd, payload = conn.recv()
-            if cmd == "make":
-                slots, record = payload
-                for i, rec in zip(slots, record):
+            if cmd == "make":  # {slot: record a video}
+                for i, rec in payload.items():
                     envs[i] = make_wrapped(rec)
                 conn.send(("ok", None))
             elif cmd == "reset":
@@ -131,15 +127,7 @@ class WorkerEnvs:
             del self.dead[w]
         n_workers = len(self.procs)
         self.owner = {i: (i // 2) % n_workers for i in range(n)}  # pairs of slots: rollout's even / odd halves
-        asked = []                                                # each spread over all workers
-        for w in range(n_workers):
-            slots = [i for i in range(n) if self.owner[i] == w]
-            try:
-                self.conns[w].send(("make", (slots, [record[i] for i in slots])))
-                asked.append(w)
-            except (BrokenPipeError, OSError):
-                self.dead[w] = f"{WORKER_DIED}: process {self.procs[w].pid}"
-        self._gather(asked)
+        self._gather(self._send("make", dict(enumerate(record))))  # each spread over all workers
         return self
 
     def _receive(self, w: int):
@@ -187,10 +175,6 @@ class WorkerEnvs:
     def reset(self, kwargs: list[dict]) -> list:
         answers = self._broadcast("reset", dict(enumerate(kwargs)))
         return [answers.get(i) or self._failed(i) for i in range(len(kwargs))]
-
-    def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
-        self.step_send(actions)
-        return self.step_receive()
 
     def step_send(self, actions: dict[int, np.ndarray]) -> None:
         """Send the actions and return at once: the workers step while the caller computes the next actions."""
